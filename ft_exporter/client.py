@@ -1,0 +1,300 @@
+"""HTTP client for the Model Studio fine-tune *list* API.
+
+Knows HTTP and the API's shapes, nothing of Prometheus: every request is
+reported to an optional observer, which the exporter wires to its counters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import tzinfo
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+from ft_exporter import __version__
+from ft_exporter.model import Job, JobParseError, Snapshot, parse_job
+from ft_exporter.secret import Secret
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"ft-exporter/{__version__} (+Prometheus exporter; python-requests)"
+API_PATH = "/api/v1/fine-tunes"
+
+#: Codes the vendor documents for this API, with the HTTP status that carries them.
+DOCUMENTED_ERRORS: tuple[tuple[str, str], ...] = (
+    ("InvalidParameter", "400"),
+    ("UnsupportedOperation", "400"),
+    ("InvalidApiKey", "401"),
+    ("NotFound", "404"),
+    ("Conflict", "409"),
+    ("Throttling", "429"),
+    ("InternalError", "500"),
+)
+#: Codes the client assigns itself when the answer carries none.
+INVALID_RESPONSE = "InvalidResponse"
+TIMEOUT = "Timeout"
+CONNECTION_ERROR = "ConnectionError"
+
+#: However large an account, a sweep never requests more pages than this.
+HARD_PAGE_CAP = 1000
+#: Consecutive pages without a new job_id after which a list is deemed to repeat.
+MAX_STALE_PAGES = 3
+_MAX_CODE_LENGTH = 64
+
+
+class ApiError(Exception):
+    """A failed request, classified by the API's own ``code`` or one of ours."""
+
+    def __init__(
+        self, code: str, message: str, http_status: str = "", request_id: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        status = f" HTTP {self.http_status}" if self.http_status else ""
+        rid = f" request_id={self.request_id}" if self.request_id else ""
+        return f"{self.code}{status}: {self.message}{rid}"
+
+
+class RequestObserver(Protocol):
+    """Told about every HTTP request the client makes, successful or not."""
+
+    def observe(self, duration: float, error: ApiError | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Page:
+    """One decoded page of ``output``."""
+
+    jobs: list[Any]
+    total: int | None
+    request_id: str
+
+
+def normalise_base_url(url: str) -> str:
+    """Accept ``https://host`` or ``https://host/api/v1`` and return the bare origin form.
+
+    Raises ValueError on anything that is not an absolute http(s) URL.
+    """
+    text = url.strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ValueError(f"not an http(s) base URL: {url!r}")
+    if parts.username or parts.password:
+        raise ValueError("base URL must not carry credentials")
+    try:
+        _ = parts.port  # raises on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"malformed port in base URL: {url!r}") from exc
+    path = parts.path
+    for suffix in ("/api/v1/fine-tunes", "/api/v1"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+            break
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _clip_code(code: str) -> str:
+    """Keep the ``code`` label bounded whatever the server sends."""
+    cleaned = "".join(ch for ch in code if ch.isalnum() or ch in "._-")
+    return cleaned[:_MAX_CODE_LENGTH] or INVALID_RESPONSE
+
+
+def classify_response(status: int, body: bytes) -> ApiError:
+    """Turn a non-2xx answer into an ApiError carrying the API's own code when it has one."""
+    http_status = str(status)
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        payload = None
+    if isinstance(payload, Mapping):
+        code = payload.get("code")
+        message = payload.get("message") or payload.get("msg") or ""
+        request_id = payload.get("request_id") or ""
+        if isinstance(code, str) and code.strip():
+            return ApiError(
+                _clip_code(code.strip()),
+                str(message)[:200] or f"HTTP {status}",
+                http_status,
+                str(request_id)[:100],
+            )
+    snippet = "empty body" if not body.strip() else "body without an error code"
+    return ApiError(INVALID_RESPONSE, f"HTTP {status} with {snippet}", http_status)
+
+
+def decode_page(body: bytes, http_status: int = 200) -> Page:
+    """Decode a 2xx body into a Page; anything of the wrong shape is InvalidResponse."""
+    status = str(http_status)
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ApiError(INVALID_RESPONSE, "body is not valid UTF-8", status) from exc
+    except ValueError as exc:
+        raise ApiError(INVALID_RESPONSE, "body is not JSON", status) from exc
+    if not isinstance(payload, Mapping):
+        raise ApiError(INVALID_RESPONSE, "body is not a JSON object", status)
+    request_id = payload.get("request_id")
+    rid = request_id[:100] if isinstance(request_id, str) else ""
+    output = payload.get("output")
+    if not isinstance(output, Mapping):
+        raise ApiError(INVALID_RESPONSE, "body has no 'output' object", status, rid)
+    jobs = output.get("jobs")
+    if not isinstance(jobs, list):
+        raise ApiError(INVALID_RESPONSE, "'output.jobs' is not a list", status, rid)
+    total_raw = output.get("total")
+    total: int | None = None
+    if isinstance(total_raw, int) and not isinstance(total_raw, bool) and total_raw >= 0:
+        total = total_raw
+    elif total_raw is not None:
+        raise ApiError(INVALID_RESPONSE, "'output.total' is not a count", status, rid)
+    return Page(jobs=jobs, total=total, request_id=rid)
+
+
+class FineTuneClient:
+    """Lists fine-tune jobs, one keep-alive session, every page of every sweep."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: Secret,
+        *,
+        workspace: str = "",
+        page_size: int = 100,
+        timeout: float = 10.0,
+        tz: tzinfo,
+        observer: RequestObserver | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = normalise_base_url(base_url)
+        self._key = api_key
+        self.workspace = workspace
+        self.page_size = page_size
+        self.timeout = timeout
+        self.tz = tz
+        self.observer = observer
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.headers["Accept"] = "application/json"
+
+    def __repr__(self) -> str:
+        return f"FineTuneClient(base_url={self.base_url!r}, api_key={self._key!r})"
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self._key.reveal()}"}
+        if self.workspace:
+            headers["X-DashScope-WorkSpace"] = self.workspace
+        return headers
+
+    def fetch_page(self, page_no: int, model: str | None = None) -> Page:
+        """GET one page; every outcome is reported to the observer exactly once."""
+        params: dict[str, str | int] = {"page_no": page_no, "page_size": self.page_size}
+        if model:
+            params["model"] = model
+        started = time.monotonic()
+        try:
+            page = self._get(params)
+        except ApiError as err:
+            self._observe(started, err)
+            raise
+        self._observe(started, None)
+        return page
+
+    def _observe(self, started: float, error: ApiError | None) -> None:
+        if self.observer is not None:
+            self.observer.observe(time.monotonic() - started, error)
+
+    def _get(self, params: Mapping[str, str | int]) -> Page:
+        url = self.base_url + API_PATH
+        try:
+            response = self.session.get(
+                url, params=params, headers=self._headers(), timeout=self.timeout
+            )
+            body = response.content
+        except requests.Timeout as exc:
+            raise ApiError(TIMEOUT, f"no answer within {self.timeout:g}s") from exc
+        except requests.RequestException as exc:
+            # Connection refused or reset, also mid-body (ChunkedEncodingError).
+            raise ApiError(CONNECTION_ERROR, type(exc).__name__) from exc
+        if not 200 <= response.status_code < 300:
+            raise classify_response(response.status_code, body)
+        return decode_page(body, response.status_code)
+
+    def sweep(self, models: Iterable[str] = ()) -> Snapshot:
+        """List every job (once per model filter, or once unfiltered), de-duplicated by job_id.
+
+        Any failed request fails the whole sweep: a partial list would publish
+        wrong counts, which is worse than stale ones.
+        """
+        jobs: dict[str, Job] = {}
+        malformed = 0
+        filters: list[str | None] = [*models] or [None]
+        for model in filters:
+            malformed += self._sweep_one(model, jobs)
+        return Snapshot(jobs=tuple(jobs.values()), taken_at=time.time(), malformed_jobs=malformed)
+
+    def _sweep_one(self, model: str | None, jobs: dict[str, Job]) -> int:
+        seen: set[str] = set()
+        malformed = 0
+        page_no = 1
+        cap = HARD_PAGE_CAP
+        stale_pages = 0
+        while True:
+            if page_no > cap:
+                raise ApiError(
+                    INVALID_RESPONSE,
+                    f"page cap of {cap} pages hit before the list ended "
+                    f"(model={model or '*'}, {len(seen)} jobs seen)",
+                )
+            page = self.fetch_page(page_no, model)
+            if not page.jobs:
+                break
+            before = len(seen)
+            for raw in page.jobs:
+                try:
+                    job = parse_job(raw, self.tz)
+                except JobParseError as exc:
+                    malformed += 1
+                    log.debug("skipping malformed job on page %d: %s", page_no, exc)
+                    continue
+                seen.add(job.job_id)
+                jobs[job.job_id] = job
+            # Pages shift when jobs are created mid-sweep, so one page of known jobs
+            # is normal; several in a row means the API repeats itself.
+            stale_pages = stale_pages + 1 if len(seen) == before else 0
+            if stale_pages >= MAX_STALE_PAGES:
+                raise ApiError(
+                    INVALID_RESPONSE,
+                    f"{stale_pages} pages in a row brought no new job "
+                    f"(model={model or '*'}, page {page_no})",
+                    "200",
+                    page.request_id,
+                )
+            if page.total is not None:
+                if len(seen) + malformed >= page.total:
+                    break
+                # Enough pages for the announced total, plus slack for jobs created
+                # mid-sweep; never more than the hard cap.
+                needed = math.ceil(page.total / self.page_size) + 5
+                cap = min(HARD_PAGE_CAP, max(needed, page_no + 1))
+            elif len(page.jobs) < self.page_size:
+                break
+            page_no += 1
+        if malformed:
+            log.warning(
+                "skipped %d malformed job(s) in the list (model=%s)", malformed, model or "*"
+            )
+        return malformed

@@ -1,0 +1,376 @@
+"""Command-line and environment configuration, validated before anything starts.
+
+Every flag can also be set through an environment variable (flag wins). Bad
+configuration raises :class:`ConfigError`; the CLI turns it into one line on
+stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any, NoReturn
+
+from ft_exporter import __version__
+from ft_exporter.client import normalise_base_url
+from ft_exporter.collector import QuotaRule
+from ft_exporter.model import DOCUMENTED_STATUSES, normalise_status, parse_timezone
+from ft_exporter.secret import Secret
+
+#: Unused in Prometheus' default port allocation list.
+DEFAULT_PORT = 9988
+DEFAULT_BASE_URL = "https://dashscope-intl.aliyuncs.com"
+API_KEY_ENV = "DASHSCOPE_API_KEY"
+LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_FORMATS = ("logfmt", "json")
+
+#: Statuses --quota.statuses accepts: the documented ones and those the SDK knows.
+KNOWN_STATUSES = frozenset({*DOCUMENTED_STATUSES, "SUSPENDED", "UNKNOWN"})
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot work; reported as one line, exit code 2."""
+
+
+def parse_duration(text: str) -> float:
+    """Prometheus-style durations (``90s``, ``1m30s``, ``15m``) or plain seconds."""
+    value = text.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    pos = 0
+    total = 0.0
+    for match in _DURATION_RE.finditer(value):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(value) or not value:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 1m30s, 15m)")
+    return total
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """``:9988``, ``0.0.0.0:9988``, ``127.0.0.1:0`` or ``[::1]:9988`` into (host, port)."""
+    value = text.strip()
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"not a listen address: {text!r}")
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError(f"not a listen address: {text!r} (use host:port or :port)")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"not a port number in listen address: {text!r}")
+    return host, int(port_text)
+
+
+def parse_quota_statuses(text: str) -> QuotaRule:
+    """``!FAILED,!CANCELED`` (count all but these) or ``RUNNING,SUCCEEDED`` (count only these)."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ValueError("--quota.statuses is empty")
+    negated = [item[1:] for item in items if item.startswith("!")]
+    plain = [item for item in items if not item.startswith("!")]
+    if negated and plain:
+        raise ValueError("--quota.statuses mixes '!STATUS' and 'STATUS'; use one form")
+    if negated:
+        return QuotaRule(counted=None, excluded=frozenset(normalise_status(s) for s in negated))
+    return QuotaRule(counted=frozenset(normalise_status(s) for s in plain))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the exporter needs, already validated."""
+
+    api_key: Secret
+    listen_host: str = ""
+    listen_port: int = DEFAULT_PORT
+    telemetry_path: str = "/metrics"
+    base_url: str = DEFAULT_BASE_URL
+    workspace: str = ""
+    models: tuple[str, ...] = ()
+    page_size: int = 100
+    timeout: float = 10.0
+    timezone: tzinfo = field(default_factory=lambda: parse_timezone("+08:00"))
+    account: str = "default"
+    poll_interval: float = 60.0
+    max_staleness: float = 900.0
+    quota_limit: int = 20
+    quota: QuotaRule = field(default_factory=QuotaRule)
+    max_job_series: int = 100
+    log_level: str = "info"
+    log_format: str = "logfmt"
+    demo: bool = False
+
+
+@dataclass(frozen=True)
+class _Flag:
+    name: str
+    env: str
+    help: str
+    default: str | None = None
+    kind: Callable[[str], Any] = str
+
+
+_FLAGS: tuple[_Flag, ...] = (
+    _Flag(
+        "web.listen-address",
+        "FT_EXPORTER_WEB_LISTEN_ADDRESS",
+        "address to serve metrics on",
+        f":{DEFAULT_PORT}",
+        parse_listen_address,
+    ),
+    _Flag(
+        "web.telemetry-path",
+        "FT_EXPORTER_WEB_TELEMETRY_PATH",
+        "path under which metrics are served",
+        "/metrics",
+    ),
+    _Flag(
+        "dashscope.base-url",
+        "DASHSCOPE_BASE_URL",
+        "API base URL (Singapore: https://dashscope-intl.aliyuncs.com, "
+        "Beijing: https://dashscope.aliyuncs.com); a URL ending in /api/v1 works too",
+        DEFAULT_BASE_URL,
+        normalise_base_url,
+    ),
+    _Flag(
+        "dashscope.api-key-file",
+        "FT_EXPORTER_DASHSCOPE_API_KEY_FILE",
+        f"file holding the API key (else ${API_KEY_ENV} is used)",
+    ),
+    _Flag(
+        "dashscope.workspace",
+        "FT_EXPORTER_DASHSCOPE_WORKSPACE",
+        "workspace id sent as X-DashScope-WorkSpace (default: the key's default workspace)",
+    ),
+    _Flag(
+        "dashscope.model",
+        "FT_EXPORTER_DASHSCOPE_MODEL",
+        "only list jobs of this model; repeat the flag (or comma-separate the variable) "
+        "for several; default: all jobs",
+    ),
+    _Flag(
+        "dashscope.page-size",
+        "FT_EXPORTER_DASHSCOPE_PAGE_SIZE",
+        "jobs per API page, 1..100",
+        "100",
+        int,
+    ),
+    _Flag(
+        "dashscope.timeout",
+        "FT_EXPORTER_DASHSCOPE_TIMEOUT",
+        "timeout of each API request",
+        "10s",
+        parse_duration,
+    ),
+    _Flag(
+        "dashscope.timezone",
+        "FT_EXPORTER_DASHSCOPE_TIMEZONE",
+        "zone of the API's zone-less timestamps (+08:00, UTC, Asia/Shanghai)",
+        "+08:00",
+        parse_timezone,
+    ),
+    _Flag(
+        "dashscope.account",
+        "FT_EXPORTER_DASHSCOPE_ACCOUNT",
+        "value of the 'account' label on every series",
+        "default",
+    ),
+    _Flag(
+        "poll.interval",
+        "FT_EXPORTER_POLL_INTERVAL",
+        "time between sweeps of the API (at least 1s)",
+        "60s",
+        parse_duration,
+    ),
+    _Flag(
+        "poll.max-staleness",
+        "FT_EXPORTER_POLL_MAX_STALENESS",
+        "withdraw job series when the last complete sweep is older than this",
+        "15m",
+        parse_duration,
+    ),
+    _Flag(
+        "quota.limit",
+        "FT_EXPORTER_QUOTA_LIMIT",
+        "the account's limit of running-or-succeeded jobs",
+        "20",
+        int,
+    ),
+    _Flag(
+        "quota.statuses",
+        "FT_EXPORTER_QUOTA_STATUSES",
+        "statuses counted against the limit: a list (RUNNING,SUCCEEDED) or "
+        "exclusions (!FAILED,!CANCELED)",
+        "!FAILED,!CANCELED",
+        parse_quota_statuses,
+    ),
+    _Flag(
+        "jobs.max-series",
+        "FT_EXPORTER_JOBS_MAX_SERIES",
+        "most jobs given per-job series (active first, then most recently ended)",
+        "100",
+        int,
+    ),
+    _Flag("log.level", "FT_EXPORTER_LOG_LEVEL", "one of " + ", ".join(LOG_LEVELS), "info"),
+    _Flag("log.format", "FT_EXPORTER_LOG_FORMAT", "one of " + ", ".join(LOG_FORMATS), "logfmt"),
+)
+
+
+def _typed(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Let argparse show the converter's own message instead of 'invalid value'."""
+
+    def convert(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = getattr(kind, "__name__", "value")
+    return convert
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but every error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="ft-exporter",
+        description="Prometheus exporter for Alibaba Cloud Model Studio (DashScope) "
+        "fine-tune jobs. Every flag can also be set by the environment variable shown.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for flag in _FLAGS:
+        raw = env.get(flag.env, flag.default)
+        help_text = f"{flag.help} [env {flag.env}]"
+        if flag.name == "dashscope.model":
+            models = [m.strip() for m in raw.split(",") if m.strip()] if raw else []
+            parser.add_argument(
+                f"--{flag.name}",
+                dest="models",
+                action="append",
+                default=None,
+                help=help_text,
+            )
+            parser.set_defaults(env_models=models)
+            continue
+        parser.add_argument(
+            f"--{flag.name}",
+            dest=flag.name.replace(".", "_").replace("-", "_"),
+            default=raw,
+            type=_typed(flag.kind),
+            help=help_text,
+        )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        default=env.get("FT_EXPORTER_DEMO", "") == "1",
+        help="start the built-in API simulator on loopback and export it "
+        "(no cloud account needed) [env FT_EXPORTER_DEMO=1]",
+    )
+    parser.add_argument("--version", action="version", version=f"ft-exporter {__version__}")
+    parser.epilog = (
+        f"The API key is read from ${API_KEY_ENV} or --dashscope.api-key-file; "
+        "it never appears in logs or metrics."
+    )
+    return parser
+
+
+def _read_key_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            key = handle.read().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read --dashscope.api-key-file {path!r}: {exc.strerror}"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--dashscope.api-key-file {path!r} is not text") from None
+    if not key:
+        raise ConfigError(f"--dashscope.api-key-file {path!r} is empty")
+    return key
+
+
+def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Parse and validate. argparse errors exit 2 themselves; the rest raise ConfigError."""
+    environ = os.environ if env is None else env
+    args = build_parser(environ).parse_args(sys.argv[1:] if argv is None else argv)
+    if args.dashscope_page_size < 1 or args.dashscope_page_size > 100:
+        raise ConfigError(
+            f"--dashscope.page-size must be between 1 and 100, got {args.dashscope_page_size}"
+        )
+    if args.poll_interval < 1:
+        raise ConfigError(f"--poll.interval must be at least 1s, got {args.poll_interval:g}s")
+    if args.poll_max_staleness <= 0:
+        raise ConfigError("--poll.max-staleness must be positive")
+    if args.dashscope_timeout <= 0:
+        raise ConfigError("--dashscope.timeout must be positive")
+    if args.quota_limit < 1:
+        raise ConfigError(f"--quota.limit must be at least 1, got {args.quota_limit}")
+    if args.jobs_max_series < 0:
+        raise ConfigError("--jobs.max-series must not be negative")
+    if args.log_level not in LOG_LEVELS:
+        raise ConfigError(f"--log.level must be one of {', '.join(LOG_LEVELS)}")
+    if args.log_format not in LOG_FORMATS:
+        raise ConfigError(f"--log.format must be one of {', '.join(LOG_FORMATS)}")
+    path = args.web_telemetry_path
+    if not path.startswith("/") or path in ("/", "/-/healthy", "/-/ready"):
+        raise ConfigError(f"--web.telemetry-path must be a path of its own, got {path!r}")
+    if not args.dashscope_account.strip():
+        raise ConfigError("--dashscope.account must not be empty")
+    unknown = [s for s in _quota_statuses(args.quota_statuses) if s not in KNOWN_STATUSES]
+    if unknown:
+        raise ConfigError(f"--quota.statuses names unknown status(es): {', '.join(unknown)}")
+
+    if args.demo:
+        key = ""  # the CLI supplies the simulator's key
+    elif args.dashscope_api_key_file:
+        key = _read_key_file(args.dashscope_api_key_file)
+    else:
+        key = environ.get(API_KEY_ENV, "").strip()
+        if not key:
+            raise ConfigError(
+                f"no API key: set ${API_KEY_ENV} or --dashscope.api-key-file (or try --demo)"
+            )
+    host, port = args.web_listen_address
+    return Config(
+        api_key=Secret(key),
+        listen_host=host,
+        listen_port=port,
+        telemetry_path=path,
+        base_url=args.dashscope_base_url,
+        workspace=args.dashscope_workspace or "",
+        models=tuple(dict.fromkeys(args.models if args.models else args.env_models)),
+        page_size=args.dashscope_page_size,
+        timeout=args.dashscope_timeout,
+        timezone=args.dashscope_timezone,
+        account=args.dashscope_account.strip(),
+        poll_interval=args.poll_interval,
+        max_staleness=args.poll_max_staleness,
+        quota_limit=args.quota_limit,
+        quota=args.quota_statuses,
+        max_job_series=args.jobs_max_series,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        demo=args.demo,
+    )
+
+
+def _quota_statuses(rule: QuotaRule) -> list[str]:
+    return sorted(rule.counted if rule.counted is not None else rule.excluded)

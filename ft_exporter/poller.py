@@ -1,0 +1,134 @@
+"""Owns time: sweeps the API on a schedule and publishes the latest complete snapshot.
+
+Scrapes read :meth:`Poller.state` and never trigger API calls, so any number of
+Prometheus servers cost the account nothing extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ft_exporter.client import ApiError
+from ft_exporter.model import ExporterState, Snapshot
+
+log = logging.getLogger(__name__)
+
+#: Identical failures are logged once, then again at most this often.
+REPEAT_LOG_INTERVAL = 600.0
+
+
+class Poller:
+    """Runs sweeps one after another on a background thread; they never overlap."""
+
+    def __init__(
+        self,
+        sweep: Callable[[], Snapshot],
+        interval: float,
+        *,
+        on_sweep: Callable[[bool], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sweep = sweep
+        self.interval = interval
+        self._on_sweep = on_sweep
+        self._clock = clock
+        self._monotonic = monotonic
+        self._state = ExporterState()
+        self._stop = threading.Event()
+        self._first_done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_error: str | None = None
+        self._last_error_logged = 0.0
+        self._repeats = 0
+
+    def state(self) -> ExporterState:
+        """The latest published state (an immutable object, replaced atomically)."""
+        return self._state
+
+    @property
+    def ready(self) -> bool:
+        """True once any sweep has completed."""
+        return self._state.last_success is not None
+
+    def run_once(self) -> bool:
+        """One sweep; publishes a new state either way. Returns True on success."""
+        started = self._monotonic()
+        try:
+            snapshot = self._sweep()
+        except ApiError as err:
+            self._publish_failure(started, str(err))
+            return False
+        except Exception as err:  # a bug must not kill the poller thread
+            log.exception("sweep crashed")
+            self._publish_failure(started, f"{type(err).__name__}: {err}")
+            return False
+        duration = self._monotonic() - started
+        self._state = ExporterState(
+            snapshot=snapshot,
+            up=True,
+            last_success=self._clock(),
+            last_sweep_duration=duration,
+        )
+        if self._last_error is not None:
+            log.info("sweep recovered after %d failure(s)", self._repeats)
+            self._last_error = None
+            self._repeats = 0
+        log.debug("sweep completed: %d jobs in %.3fs", len(snapshot.jobs), duration)
+        self._notify(True)
+        return True
+
+    def _publish_failure(self, started: float, message: str) -> None:
+        previous = self._state
+        self._state = ExporterState(
+            snapshot=previous.snapshot,
+            up=False,
+            last_success=previous.last_success,
+            last_sweep_duration=self._monotonic() - started,
+        )
+        self._log_failure(message)
+        self._notify(False)
+
+    def _log_failure(self, message: str) -> None:
+        """Log a failure once; repeats of the same one only every REPEAT_LOG_INTERVAL."""
+        now = self._monotonic()
+        if message != self._last_error:
+            self._last_error = message
+            self._repeats = 1
+            self._last_error_logged = now
+            log.error("sweep failed, keeping the last complete snapshot: %s", message)
+            return
+        self._repeats += 1
+        if now - self._last_error_logged >= REPEAT_LOG_INTERVAL:
+            self._last_error_logged = now
+            log.error("sweep still failing (%d times in a row): %s", self._repeats, message)
+
+    def _notify(self, ok: bool) -> None:
+        if self._on_sweep is not None:
+            self._on_sweep(ok)
+        self._first_done.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = self._monotonic()
+            self.run_once()
+            # A long sweep delays the next one instead of stacking behind it.
+            remaining = self.interval - (self._monotonic() - started)
+            if remaining > 0:
+                self._stop.wait(remaining)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="poller", daemon=True)
+        self._thread.start()
+
+    def wait_first(self, timeout: float | None = None) -> bool:
+        """Block until the first sweep has ended (either way)."""
+        return self._first_done.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

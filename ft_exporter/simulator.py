@@ -1,0 +1,581 @@
+"""A simulator of the Model Studio fine-tune list API, for the demo and the tests.
+
+It serves ``GET /api/v1/fine-tunes`` with the vendor's shapes (pagination,
+model filter, Bearer key check) and lets a test switch faults on and off
+through a small control API under ``/_sim/``:
+
+- ``GET  /_sim/stats``   request counters (``{"requests": N, "list_requests": N}``)
+- ``POST /_sim/fault``   ``{"mode": "throttle", "count": 3, "delay": 2, "retry_after": "1"}``
+- ``DELETE /_sim/fault`` back to healthy
+- ``POST /_sim/jobs``    ``{"jobs": [...]}`` adds jobs (API-shaped), ``{"fill_quota": 20}``
+  adds SUCCEEDED jobs until that many jobs count against the limit
+
+Run on its own: ``python -m ft_exporter.simulator --port 8080 --key sk-demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone, tzinfo
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+log = logging.getLogger(__name__)
+
+API_PATH = "/api/v1/fine-tunes"
+UTC8 = timezone(timedelta(hours=8))
+
+FAULT_MODES = (
+    "none",
+    "throttle",  # 429 Throttling (JSON), optional Retry-After
+    "error500",  # 500 InternalError (JSON)
+    "slow",  # answer correctly after `delay` seconds
+    "truncated",  # 200 with JSON cut in half
+    "html502",  # 502 with an HTML page, as a gateway sends
+    "empty502",  # 502 with an empty body
+    "jobs_null",  # 200 with output.jobs = null
+    "bad_key",  # 401 InvalidApiKey whatever key is sent
+)
+
+
+@dataclass
+class SimJob:
+    """A job whose status follows a timeline, or stays fixed when ``fixed`` is set."""
+
+    job_id: str
+    model: str
+    training_type: str
+    created: float
+    pending_s: float = 20.0
+    queue_s: float = 40.0
+    run_s: float = 180.0
+    outcome: str = "SUCCEEDED"
+    usage: int | None = 0
+    fixed: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def status_at(self, now: float) -> tuple[str, float | None]:
+        """The job's status at ``now``, and its end time when it has ended."""
+        t = now - self.created
+        if t < self.pending_s:
+            return "PENDING", None
+        if t < self.pending_s + self.queue_s:
+            return "QUEUING", None
+        end = self.created + self.pending_s + self.queue_s + self.run_s
+        if now < end:
+            return "RUNNING", None
+        return self.outcome, end
+
+    def to_api(self, now: float, tz: tzinfo) -> dict[str, Any]:
+        if self.fixed is not None:
+            return dict(self.fixed)
+        status, ended = self.status_at(now)
+        job: dict[str, Any] = {
+            "job_id": self.job_id,
+            "job_name": self.job_id,
+            "status": status,
+            "model": self.model,
+            "base_model": self.model,
+            "training_file_ids": ["976bd01a-f30b-4414-86fd-50c54486e3ef"],
+            "validation_file_ids": [],
+            "hyper_parameters": {
+                "n_epochs": 3,
+                "batch_size": 32,
+                "learning_rate": "1.6e-5",
+                "max_length": 8192,
+            },
+            "training_type": self.training_type,
+            "create_time": _fmt(self.created, tz),
+            "workspace_id": "llm-simulated",
+            "user_identity": "1000000000000000",
+            "creator": "1000000000000000",
+            "modifier": "1000000000000000",
+            "group": "llm",
+        }
+        if ended is not None:
+            job["end_time"] = _fmt(ended, tz)
+            if status == "SUCCEEDED":
+                job["finetuned_output"] = f"{self.model}-ft-{self.job_id[3:]}"
+                job["usage"] = self.usage
+            elif status == "CANCELED":
+                job["usage"] = 0
+                job["code"] = "1"
+        job.update(self.extra)
+        return job
+
+
+def _fmt(ts: float, tz: tzinfo) -> str:
+    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _job_id(ts: float, rng: random.Random) -> str:
+    stamp = datetime.fromtimestamp(ts, UTC8).strftime("%Y%m%d%H%M")
+    return f"ft-{stamp}-{rng.randrange(16**4):04x}"
+
+
+def _static(
+    job_id: str,
+    model: str,
+    training_type: str,
+    status: str,
+    usage: Any = None,
+    *,
+    created: str = "2024-10-29 16:53:53",
+    ended: str | None = None,
+    **extra: Any,
+) -> SimJob:
+    fixed: dict[str, Any] = {
+        "job_id": job_id,
+        "job_name": f"name-{job_id}",
+        "status": status,
+        "model": model,
+        "base_model": model,
+        "training_type": training_type,
+        "create_time": created,
+        "hyper_parameters": {"learning_rate": "1.6e-5", "n_epochs": 3},
+    }
+    if ended is not None:
+        fixed["end_time"] = ended
+    if usage is not None:
+        fixed["usage"] = usage
+    if status.upper().startswith("SUCCEED"):
+        fixed["finetuned_output"] = f"{model}-out-{job_id}"
+    fixed.update(extra)
+    return SimJob(job_id=job_id, model=model, training_type=training_type, created=0.0, fixed=fixed)
+
+
+def static_jobs() -> list[SimJob]:
+    """A fixed account of 20 list entries (19 valid jobs, 1 malformed) for exact tests.
+
+    Expected figures are spelt out in tests/fixtures.py; change both together.
+    """
+    m14, m8, m7 = "qwen3-14b", "qwen3-8b", "qwen2.5-7b-instruct"
+    e = "2024-10-30 10:00:00"
+    jobs = [
+        _static("ft-s01", m14, "sft", "SUCCEEDED", 279808, ended="2024-10-29 17:11:26"),
+        _static("ft-s02", m14, "sft", "SUCCEEDED", 100000, ended=e),
+        _static("ft-s03", m14, "sft", "SUCCEEDED", 50000, ended=e),
+        _static("ft-s04", m14, "sft", "RUNNING", created="2024-11-01 08:00:00"),
+        _static("ft-s05", m14, "sft", "FAILED", ended=e),
+        _static("ft-s06", m14, "sft", "CANCELED", 0, ended=e, code="1"),
+        _static("ft-s07", m14, "efficient_sft", "SUCCEED", 12345, ended=e),
+        _static("ft-s08", m14, "efficient_sft", "PENDING", created="2024-11-01 09:00:00"),
+        _static("ft-s09", m14, "efficient_sft", "queuing", created="2024-11-01 09:30:00"),
+        _static(
+            "ft-s10",
+            m8,
+            "sft",
+            "SUCCEEDED",
+            2000,
+            ended=e,
+            hyper_parameters={"learning_rate": 0.000016},
+        ),
+        _static("ft-s11", m8, "sft", "SUCCEEDED", 3000, ended=e, unknown_field={"x": 1}),
+        _static("ft-s12", m8, "sft", "CANCELING"),
+        _static("ft-s13", m8, "sft", "QUEUING"),
+        _static("ft-s14", m8, "sft", "QUEUING"),
+        _static("ft-s15", m8, "dpo_lora", "RUNNING"),
+        _static("ft-s16", m8, "dpo_lora", "FAILED", ended=e),
+        _static("ft-s17", m8, "dpo_lora", "SUSPENDED"),
+        _static("ft-s18", m7, "cpt", "SUCCEEDED", "4096", ended=e),
+        _static("ft-s19", m7, "cpt", "RUNNING"),
+    ]
+    assert jobs[15].fixed is not None
+    jobs[15].fixed["usage"] = None  # usage: null, as the API may send
+    broken = SimJob(
+        job_id="",
+        model=m7,
+        training_type="cpt",
+        created=0.0,
+        fixed={"job_name": "no-id", "status": "RUNNING", "model": m7},
+    )
+    jobs.append(broken)
+    return jobs
+
+
+def demo_jobs(now: float, rng: random.Random) -> list[SimJob]:
+    """A lived-in account: ended history from past days plus jobs in flight."""
+    day = 86400.0
+    plan = [
+        ("qwen3-14b", "sft", 6.0 * day, "SUCCEEDED", 279808),
+        ("qwen3-14b", "sft", 5.2 * day, "SUCCEEDED", 412160),
+        ("qwen3-14b", "efficient_sft", 4.1 * day, "FAILED", None),
+        ("qwen3-8b", "sft", 3.5 * day, "SUCCEEDED", 98304),
+        ("qwen3-8b", "dpo_lora", 2.2 * day, "CANCELED", 0),
+        ("qwen2.5-7b-instruct", "efficient_sft", 1.4 * day, "SUCCEEDED", 53248),
+        ("qwen3-8b", "sft", 1.1 * day, "SUCCEEDED", 131072),
+    ]
+    jobs = []
+    for model, ttype, age, outcome, usage in plan:
+        created = now - age
+        jobs.append(
+            SimJob(
+                _job_id(created, rng), model, ttype, created, 60, 600, 3600 * 1.5, outcome, usage
+            )
+        )
+    # In flight now: one running, one queuing, one pending.
+    for model, ttype, age in (
+        ("qwen3-14b", "sft", 200.0),
+        ("qwen3-8b", "efficient_sft", 40.0),
+        ("qwen2.5-7b-instruct", "dpo_lora", 5.0),
+    ):
+        created = now - age
+        jobs.append(
+            SimJob(
+                _job_id(created, rng), model, ttype, created, usage=rng.randrange(50_000, 400_000)
+            )
+        )
+    return jobs
+
+
+@dataclass
+class Fault:
+    mode: str = "none"
+    count: int | None = None  # requests left to affect; None = until cleared
+    delay: float = 0.0
+    retry_after: str | None = None
+
+
+class SimulatedAccount:
+    """The account's jobs and the fault switch, shared by all request threads."""
+
+    def __init__(
+        self,
+        scenario: str = "demo",
+        *,
+        tz: tzinfo = UTC8,
+        clock: Callable[[], float] = time.time,
+        seed: int = 7,
+        new_job_every: float = 120.0,
+        max_active_quota: int = 12,
+    ) -> None:
+        self.tz = tz
+        self.clock = clock
+        self.scenario = scenario
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.fault = Fault()
+        self.requests = 0
+        self.list_requests = 0
+        self.new_job_every = new_job_every
+        self.max_active_quota = max_active_quota
+        now = clock()
+        self._last_spawn = now
+        if scenario == "static":
+            self.jobs = static_jobs()
+        elif scenario == "empty":
+            self.jobs = []
+        elif scenario == "demo":
+            self.jobs = demo_jobs(now, self._rng)
+        else:
+            raise ValueError(f"unknown scenario {scenario!r}")
+
+    def _evolve(self, now: float) -> None:
+        """Demo only: new jobs arrive; old successes are deleted to stay under the limit."""
+        if self.scenario != "demo":
+            return
+        models = ("qwen3-14b", "qwen3-8b", "qwen2.5-7b-instruct")
+        types = ("sft", "efficient_sft", "dpo_lora")
+        while now - self._last_spawn >= self.new_job_every:
+            self._last_spawn += self.new_job_every
+            created = self._last_spawn
+            self.jobs.append(
+                SimJob(
+                    _job_id(created, self._rng),
+                    self._rng.choice(models),
+                    self._rng.choice(types),
+                    created,
+                    usage=self._rng.randrange(50_000, 400_000),
+                )
+            )
+        counted = [
+            j
+            for j in self.jobs
+            if j.fixed is None and j.status_at(now)[0] not in ("FAILED", "CANCELED")
+        ]
+        excess = len(counted) - self.max_active_quota
+        if excess > 0:
+            done = sorted(
+                (j for j in counted if j.status_at(now)[0] == "SUCCEEDED"), key=lambda j: j.created
+            )
+            for job in done[:excess]:
+                self.jobs.remove(job)
+
+    def listing(self, now: float, model: str | None) -> list[dict[str, Any]]:
+        with self._lock:
+            self._evolve(now)
+            jobs = [j for j in self.jobs if model is None or j.model == model]
+            ordered = sorted(jobs, key=lambda j: j.created, reverse=True)
+            return [j.to_api(now, self.tz) for j in ordered]
+
+    def add_jobs(self, raw_jobs: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for raw in raw_jobs:
+                self.jobs.append(
+                    SimJob(
+                        job_id=str(raw.get("job_id", "")),
+                        model=str(raw.get("model", "")),
+                        training_type=str(raw.get("training_type", "sft")),
+                        created=self.clock(),
+                        fixed=dict(raw),
+                    )
+                )
+
+    def fill_quota(self, target: int) -> int:
+        """Add SUCCEEDED jobs until ``target`` jobs count against the limit."""
+        now = self.clock()
+        counted = sum(
+            1
+            for job in self.listing(now, None)
+            if str(job.get("status", "")).upper() not in ("FAILED", "CANCELED")
+        )
+        missing = max(target - counted, 0)
+        stamp = _fmt(now - 3600, self.tz)
+        self.add_jobs(
+            [
+                {
+                    "job_id": f"ft-fill-{i:03d}",
+                    "job_name": f"fill-{i}",
+                    "status": "SUCCEEDED",
+                    "model": "qwen3-8b",
+                    "base_model": "qwen3-8b",
+                    "training_type": "sft",
+                    "create_time": stamp,
+                    "end_time": stamp,
+                    "usage": 1000,
+                    "finetuned_output": f"qwen3-8b-fill-{i}",
+                }
+                for i in range(missing)
+            ]
+        )
+        return missing
+
+    def take_fault(self) -> Fault:
+        """The fault for this request, counting it down."""
+        with self._lock:
+            fault = self.fault
+            if fault.mode != "none" and fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.fault = Fault()
+            return Fault(fault.mode, fault.count, fault.delay, fault.retry_after)
+
+
+class SimulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], account: SimulatedAccount, key: str) -> None:
+        self.account = account
+        self.key = key
+        super().__init__(address, _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="simulator", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: SimulatorServer
+    protocol_version = "HTTP/1.1"
+    server_version = "dashscope-simulator"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("simulator %s", format % args)
+
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._raw(status, json.dumps(payload).encode(), "application/json", headers)
+
+    def _raw(
+        self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        rid = f"sim-{self.server.account.requests:08d}"
+        self._json(status, {"code": code, "message": message, "request_id": rid}, headers)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        return json.loads(raw or b"{}")
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        account = self.server.account
+        if parts.path == "/_sim/stats":
+            self._json(
+                200,
+                {
+                    "requests": account.requests,
+                    "list_requests": account.list_requests,
+                    "fault": account.fault.mode,
+                },
+            )
+            return
+        with account._lock:
+            account.requests += 1
+        if parts.path.rstrip("/") != API_PATH:
+            self._error(404, "NotFound", "Not Found!")
+            return
+        with account._lock:
+            account.list_requests += 1
+        fault = account.take_fault()
+        authorized = self.headers.get("Authorization") == f"Bearer {self.server.key}"
+        if fault.mode == "bad_key" or not authorized:
+            self._error(401, "InvalidApiKey", "Invalid API-key provided.")
+            return
+        if fault.delay or fault.mode == "slow":
+            time.sleep(fault.delay)
+        if self._faulted(fault):
+            return
+        query = parse_qs(parts.query)
+        try:
+            page_no = int(query.get("page_no", ["1"])[0])
+            page_size = int(query.get("page_size", ["10"])[0])
+        except ValueError:
+            self._error(400, "InvalidParameter", "page_no and page_size must be integers")
+            return
+        if page_no < 1 or not 1 <= page_size <= 100:
+            self._error(400, "InvalidParameter", "page_size must be between 1 and 100")
+            return
+        model = query.get("model", [None])[0]
+        jobs = account.listing(account.clock(), model)
+        start = (page_no - 1) * page_size
+        output: dict[str, Any] = {
+            "page_no": page_no,
+            "page_size": page_size,
+            "total": len(jobs),
+            "jobs": jobs[start : start + page_size],
+        }
+        if fault.mode == "jobs_null":
+            output["jobs"] = None
+        rid = f"sim-{account.requests:08d}"
+        self._json(200, {"request_id": rid, "output": output})
+
+    def _faulted(self, fault: Fault) -> bool:
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
+        if fault.mode == "throttle":
+            self._error(429, "Throttling", "Too many requests, please retry later.", headers)
+        elif fault.mode == "error500":
+            self._error(500, "InternalError", "Internal server error!")
+        elif fault.mode == "truncated":
+            self._raw(
+                200, b'{"request_id": "sim-trunc", "output": {"page_no": 1, "jo', "application/json"
+            )
+        elif fault.mode == "html502":
+            self._raw(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+        elif fault.mode == "empty502":
+            self._raw(502, b"", "text/plain")
+        else:
+            return False
+        return True
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        account = self.server.account
+        try:
+            body = self._body()
+        except ValueError:
+            self._json(400, {"error": "body is not JSON"})
+            return
+        if path == "/_sim/fault":
+            mode = body.get("mode", "none")
+            if mode not in FAULT_MODES:
+                self._json(400, {"error": f"unknown mode {mode!r}", "modes": FAULT_MODES})
+                return
+            with account._lock:
+                account.fault = Fault(
+                    mode, body.get("count"), float(body.get("delay", 0)), body.get("retry_after")
+                )
+            self._json(200, {"fault": mode})
+        elif path == "/_sim/jobs":
+            if "fill_quota" in body:
+                added = account.fill_quota(int(body["fill_quota"]))
+            else:
+                jobs = body.get("jobs", [])
+                account.add_jobs(jobs)
+                added = len(jobs)
+            self._json(200, {"added": added})
+        else:
+            self._json(404, {"error": "no such control endpoint"})
+
+    def do_DELETE(self) -> None:
+        if urlsplit(self.path).path == "/_sim/fault":
+            with self.server.account._lock:
+                self.server.account.fault = Fault()
+            self._json(200, {"fault": "none"})
+        else:
+            self._json(404, {"error": "no such control endpoint"})
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    key: str = "sk-simulator",
+    scenario: str = "demo",
+    **account_options: Any,
+) -> SimulatorServer:
+    """Start a simulator in a background thread and return it (``.url``, ``.stop()``)."""
+    server = SimulatorServer((host, port), SimulatedAccount(scenario, **account_options), key)
+    server.start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ft_exporter.simulator",
+        description="Simulator of the DashScope fine-tune list API",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--key", default="sk-simulator", help="the only API key accepted")
+    parser.add_argument("--scenario", choices=("demo", "static", "empty"), default="demo")
+    parser.add_argument(
+        "--new-job-every", type=float, default=120.0, help="demo: seconds between new jobs"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    server = SimulatorServer(
+        (args.host, args.port),
+        SimulatedAccount(args.scenario, new_job_every=args.new_job_every),
+        args.key,
+    )
+    print(f"simulator listening on {server.url}{API_PATH} (scenario {args.scenario})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
