@@ -1,0 +1,208 @@
+"""Shared test helpers: real processes on loopback, and tools that must exist in CI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; missing is a skip locally but a failure in CI."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (scripts/test.sh installs it)"
+    if IN_CI:
+        pytest.fail(f"CI=true and {message}")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(
+    url: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as err:
+        return int(err.code), err.read()
+
+
+def http_json(url: str, method: str = "GET", payload: Any = None, timeout: float = 5.0) -> Any:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float = 20.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> None:
+    """Poll with a bound instead of sleeping a guessed amount."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of an exposition, keyed by (name, labels)."""
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample, or None when the series is absent."""
+    return samples(text).get((name, frozenset(labels.items())))
+
+
+class Process:
+    """A child process whose output is kept in a file for assertions and debugging."""
+
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, log_path: Path | None = None
+    ) -> None:
+        self.args = args
+        self.log_path = log_path or Path(os.devnull)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        full_env = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT
+        )
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return int(self.proc.returncode)
+
+
+class Simulator(Process):
+    """``python -m ft_exporter.simulator`` on a free loopback port."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        key: str = "sk-test-secret-0123456789",
+        scenario: str = "static",
+        extra: list[str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.key = key
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            [
+                sys.executable,
+                "-m",
+                "ft_exporter.simulator",
+                "--port",
+                str(self.port),
+                "--key",
+                key,
+                "--scenario",
+                scenario,
+                *(extra or []),
+            ],
+            log_path=tmp / f"simulator-{self.port}.log",
+        )
+        wait_for(lambda: http_get(self.url + "/_sim/stats")[0] == 200, what="simulator")
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = http_json(self.url + "/_sim/stats")
+        return result
+
+    def fault(self, mode: str, **options: Any) -> None:
+        http_json(self.url + "/_sim/fault", "POST", {"mode": mode, **options})
+
+    def clear_fault(self) -> None:
+        http_json(self.url + "/_sim/fault", "DELETE")
+
+
+class Exporter(Process):
+    """The real ``ft-exporter`` console script on a free loopback port."""
+
+    def __init__(
+        self, tmp: Path, args: list[str], env: dict[str, str] | None = None, wait_ready: bool = True
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        exe = shutil.which("ft-exporter") or str(Path(sys.executable).parent / "ft-exporter")
+        super().__init__(
+            [exe, f"--web.listen-address=127.0.0.1:{self.port}", *args],
+            env=env,
+            log_path=tmp / f"exporter-{self.port}.log",
+        )
+        if wait_ready:
+            wait_for(lambda: http_get(self.url + "/-/ready")[0] == 200, what="exporter ready")
+
+    def metrics(self) -> str:
+        status, body = http_get(self.url + "/metrics")
+        assert status == 200, body
+        return body.decode()
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[Simulator]:
+    sim = Simulator(tmp_path)
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., Exporter]]:
+    started: list[Exporter] = []
+
+    def start(
+        args: list[str], env: dict[str, str] | None = None, wait_ready: bool = True
+    ) -> Exporter:
+        exporter = Exporter(tmp_path, args, env, wait_ready)
+        started.append(exporter)
+        return exporter
+
+    yield start
+    for exporter in started:
+        exporter.stop()
