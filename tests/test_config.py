@@ -1,0 +1,208 @@
+"""Configuration: flags, env vars, and bad input failing fast with one line and exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ft_exporter import __version__, config
+from ft_exporter.config import ConfigError, load, parse_duration, parse_listen_address
+
+KEY = "sk-config-test-SECRET-4242"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ft_exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
+
+
+def test_defaults() -> None:
+    cfg = load([], {"DASHSCOPE_API_KEY": KEY})
+    assert cfg.api_key.reveal() == KEY
+    assert (cfg.listen_host, cfg.listen_port) == ("", config.DEFAULT_PORT)
+    assert cfg.base_url == "https://dashscope-intl.aliyuncs.com"
+    assert (cfg.page_size, cfg.poll_interval, cfg.max_staleness) == (100, 60.0, 900.0)
+    assert (cfg.quota_limit, cfg.max_job_series, cfg.account) == (20, 100, "default")
+    assert cfg.quota.counts("SUCCEEDED") and not cfg.quota.counts("FAILED")
+    assert KEY not in repr(cfg)
+
+
+def test_env_vars_and_flags_flag_wins(tmp_path: Path) -> None:
+    keyfile = tmp_path / "key"
+    keyfile.write_text(KEY + "\n")
+    env = {
+        "DASHSCOPE_BASE_URL": "https://dashscope.aliyuncs.com/api/v1",
+        "FT_EXPORTER_POLL_INTERVAL": "2m",
+        "FT_EXPORTER_DASHSCOPE_MODEL": "qwen3-8b, qwen3-14b",
+        "FT_EXPORTER_DASHSCOPE_API_KEY_FILE": str(keyfile),
+        "FT_EXPORTER_QUOTA_STATUSES": "RUNNING,SUCCEED",
+    }
+    cfg = load(["--poll.interval=90s", "--web.listen-address=127.0.0.1:0"], env)
+    assert cfg.base_url == "https://dashscope.aliyuncs.com"
+    assert cfg.poll_interval == 90.0
+    assert cfg.models == ("qwen3-8b", "qwen3-14b")
+    assert cfg.api_key.reveal() == KEY
+    assert cfg.quota.counted == frozenset({"RUNNING", "SUCCEEDED"})
+    assert (cfg.listen_host, cfg.listen_port) == ("127.0.0.1", 0)
+    cfg2 = load(["--dashscope.model=a", "--dashscope.model=b", "--dashscope.model=a"], env)
+    assert cfg2.models == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("60", 60),
+        ("1.5", 1.5),
+        ("30s", 30),
+        ("1m30s", 90),
+        ("15m", 900),
+        ("2h", 7200),
+        ("500ms", 0.5),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "1x", "m", "1m 30s", "-"])
+def test_bad_durations(bad: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "pair"),
+    [
+        (":9988", ("", 9988)),
+        ("0.0.0.0:1", ("0.0.0.0", 1)),
+        ("[::1]:80", ("::1", 80)),
+        ("localhost:0", ("localhost", 0)),
+    ],
+)
+def test_listen_addresses(text: str, pair: tuple[str, int]) -> None:
+    assert parse_listen_address(text) == pair
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ([], {}, "no API key: set $DASHSCOPE_API_KEY or --dashscope.api-key-file (or try --demo)"),
+        (
+            ["--dashscope.api-key-file=/nonexistent/key"],
+            {},
+            "cannot read --dashscope.api-key-file '/nonexistent/key': No such file or directory",
+        ),
+        (
+            ["--dashscope.base-url=dashscope.aliyuncs.com"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "argument --dashscope.base-url: not an http(s) base URL: 'dashscope.aliyuncs.com'",
+        ),
+        (
+            ["--dashscope.page-size=101"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "--dashscope.page-size must be between 1 and 100, got 101",
+        ),
+        (
+            ["--dashscope.page-size=0"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "--dashscope.page-size must be between 1 and 100, got 0",
+        ),
+        (
+            ["--poll.interval=-5s"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "argument --poll.interval: not a duration: '-5s' (use e.g. 30s, 1m30s, 15m)",
+        ),
+        (
+            ["--poll.interval=0.5"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "--poll.interval must be at least 1s, got 0.5s",
+        ),
+        (
+            [],
+            {"DASHSCOPE_API_KEY": KEY, "FT_EXPORTER_POLL_INTERVAL": "soon"},
+            "argument --poll.interval: not a duration: 'soon' (use e.g. 30s, 1m30s, 15m)",
+        ),
+        (
+            ["--web.listen-address=9988"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "argument --web.listen-address: not a listen address: '9988' (use host:port or :port)",
+        ),
+        (
+            ["--dashscope.timezone=Mars/Base"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "argument --dashscope.timezone: unknown timezone: 'Mars/Base'",
+        ),
+        (
+            ["--quota.statuses=RUNNING,!FAILED"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "argument --quota.statuses: --quota.statuses mixes '!STATUS' and 'STATUS'; "
+            "use one form",
+        ),
+        (
+            ["--quota.statuses=RUNING"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "--quota.statuses names unknown status(es): RUNING",
+        ),
+        (
+            ["--log.format=xml"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "--log.format must be one of logfmt, json",
+        ),
+        (["--no-such-flag"], {"DASHSCOPE_API_KEY": KEY}, "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_bad_configuration_fails_with_one_line_and_exit_2(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == f"ft-exporter: error: {message}"
+    assert KEY not in result.stderr
+
+
+def test_empty_key_file(tmp_path: Path) -> None:
+    keyfile = tmp_path / "key"
+    keyfile.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        load([f"--dashscope.api-key-file={keyfile}"], {})
+
+
+def test_version_and_help() -> None:
+    version = run_cli("--version")
+    assert (version.returncode, version.stdout.strip()) == (0, f"ft-exporter {__version__}")
+    helptext = run_cli("--help")
+    assert helptext.returncode == 0
+    for flag in (
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--dashscope.base-url",
+        "--dashscope.api-key-file",
+        "--dashscope.workspace",
+        "--dashscope.model",
+        "--dashscope.page-size",
+        "--dashscope.timeout",
+        "--dashscope.timezone",
+        "--poll.interval",
+        "--poll.max-staleness",
+        "--quota.limit",
+        "--quota.statuses",
+        "--jobs.max-series",
+        "--log.level",
+        "--log.format",
+        "--demo",
+        "DASHSCOPE_BASE_URL",
+        "FT_EXPORTER_POLL_INTERVAL",
+        "DASHSCOPE_API_KEY",
+    ):
+        assert flag in helptext.stdout, flag
