@@ -188,7 +188,8 @@ def test_request_headers_session_and_timeout() -> None:
     client.sweep()
     client.sweep()
     assert len(responses.calls) == 2
-    assert responses.calls[0].request.req_kwargs["timeout"]  # type: ignore[attr-defined] == 2.0
+    sent = responses.calls[0].request
+    assert sent.req_kwargs["timeout"] == 2.0  # type: ignore[attr-defined]
     assert "ft-exporter/" in USER_AGENT
 
 
