@@ -106,10 +106,12 @@ class Process:
         )
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, timeout: float = 10.0) -> int:
+        """Terminate (SIGTERM), then kill after ``timeout``; safe to call twice."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
