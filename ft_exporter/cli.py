@@ -20,6 +20,7 @@ from ft_exporter import __version__, config, logs
 from ft_exporter.client import FineTuneClient
 from ft_exporter.collector import CollectorSettings, FineTuneCollector
 from ft_exporter.poller import Poller
+from ft_exporter.retry import RetryPolicy
 from ft_exporter.secret import Secret
 from ft_exporter.selfmetrics import ExporterMetrics
 from ft_exporter.server import ExporterHTTPServer
@@ -56,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     registry = build_registry()
     metrics = ExporterMetrics(registry, cfg.account)
+    stop = threading.Event()
     client = FineTuneClient(
         cfg.base_url,
         cfg.api_key,
@@ -64,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout=cfg.timeout,
         tz=cfg.timezone,
         observer=metrics,
+        retry=RetryPolicy(max_attempts=cfg.max_attempts),
+        max_requests_per_second=cfg.max_requests_per_second,
+        sweep_timeout=cfg.sweep_timeout,
+        ca_file=cfg.ca_file or None,
+        stop=stop,
     )
 
     def on_sweep(ok: bool) -> None:
@@ -71,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ok:
             metrics.sweep_failures.labels(cfg.account).inc()
 
-    poller = Poller(lambda: client.sweep(cfg.models), cfg.poll_interval, on_sweep=on_sweep)
+    poller = Poller(
+        lambda: client.sweep(cfg.models), cfg.poll_interval, on_sweep=on_sweep, stop=stop
+    )
     settings = CollectorSettings(
         account=cfg.account,
         quota_limit=cfg.quota_limit,
@@ -88,8 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", cfg.listen_host, cfg.listen_port, exc.strerror)
         return 1
-
-    stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
@@ -124,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop.wait()
     server.shutdown()
     server.server_close()
-    poller.stop()
+    poller.stop(timeout=3.0)
     client.close()
     if simulator is not None:
         simulator.stop()

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ import requests
 
 from ft_exporter import __version__
 from ft_exporter.model import Job, JobParseError, Snapshot, parse_job
+from ft_exporter.retry import RetryPolicy, TokenBucket, is_retryable, parse_retry_after
 from ft_exporter.secret import Secret
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ INVALID_RESPONSE = "InvalidResponse"
 TIMEOUT = "Timeout"
 CONNECTION_ERROR = "ConnectionError"
 
+#: A page of 100 jobs is tens of kilobytes; anything near this is not a page.
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 #: However large an account, a sweep never requests more pages than this.
 HARD_PAGE_CAP = 1000
 #: Consecutive pages without a new job_id after which a list is deemed to repeat.
@@ -60,11 +64,16 @@ class ApiError(Exception):
         self.message = message
         self.http_status = http_status
         self.request_id = request_id
+        self.retry_after: float | None = None
 
     def __str__(self) -> str:
         status = f" HTTP {self.http_status}" if self.http_status else ""
         rid = f" request_id={self.request_id}" if self.request_id else ""
         return f"{self.code}{status}: {self.message}{rid}"
+
+
+class Cancelled(Exception):
+    """The sweep was interrupted by shutdown; nothing to report."""
 
 
 class RequestObserver(Protocol):
@@ -175,6 +184,15 @@ class FineTuneClient:
         tz: tzinfo,
         observer: RequestObserver | None = None,
         session: requests.Session | None = None,
+        retry: RetryPolicy | None = None,
+        max_requests_per_second: float | None = None,
+        sweep_timeout: float = 120.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        ca_file: str | None = None,
+        stop: threading.Event | None = None,
+        wait: Callable[[float], bool] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = normalise_base_url(base_url)
         self._key = api_key
@@ -183,9 +201,26 @@ class FineTuneClient:
         self.timeout = timeout
         self.tz = tz
         self.observer = observer
+        self.retry = retry or RetryPolicy()
+        self.sweep_timeout = sweep_timeout
+        self.max_response_bytes = max_response_bytes
+        self._bucket = (
+            TokenBucket(max_requests_per_second, monotonic=monotonic)
+            if max_requests_per_second
+            else None
+        )
+        # Sleeps go through wait(), which returns True when the exporter shuts down.
+        self._wait = wait or (stop or threading.Event()).wait
+        self._monotonic = monotonic
+        self._clock = clock
+        self._deadline: float | None = None
+        self._not_before = 0.0
+        self._malformed_logged: dict[str, int] = {}
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.headers["Accept"] = "application/json"
+        if ca_file:
+            self.session.verify = ca_file
 
     def __repr__(self) -> str:
         return f"FineTuneClient(base_url={self.base_url!r}, api_key={self._key!r})"
@@ -200,38 +235,94 @@ class FineTuneClient:
         return headers
 
     def fetch_page(self, page_no: int, model: str | None = None) -> Page:
-        """GET one page; every outcome is reported to the observer exactly once."""
+        """GET one page, retrying what is worth retrying within the sweep's deadline.
+
+        Every attempt is reported to the observer exactly once.
+        """
         params: dict[str, str | int] = {"page_no": page_no, "page_size": self.page_size}
         if model:
             params["model"] = model
-        started = time.monotonic()
-        try:
-            page = self._get(params)
-        except ApiError as err:
-            self._observe(started, err)
-            raise
-        self._observe(started, None)
-        return page
+        attempt = 0
+        while True:
+            attempt += 1
+            self._pace()
+            started = self._monotonic()
+            try:
+                page = self._get(params)
+            except ApiError as err:
+                self._observe(started, err)
+                self._wait_before_retry(err, attempt)
+                continue
+            self._observe(started, None)
+            return page
+
+    def _wait_before_retry(self, err: ApiError, attempt: int) -> None:
+        """Sleep before the next attempt, or re-raise when no retry is due."""
+        if not is_retryable(err.code, err.http_status) or attempt >= self.retry.max_attempts:
+            self._remember_retry_after(err)
+            raise err
+        delay = err.retry_after if err.retry_after is not None else self.retry.backoff(attempt)
+        if self._deadline is not None and self._monotonic() + delay > self._deadline:
+            self._remember_retry_after(err)
+            raise err
+        log.debug("attempt %d failed (%s); retrying in %.2fs", attempt, err, delay)
+        self._sleep(delay)
+
+    def _remember_retry_after(self, err: ApiError) -> None:
+        """A Retry-After outlives the sweep: the next sweep will not call before it."""
+        if err.retry_after:
+            self._not_before = self._monotonic() + err.retry_after
+
+    def _pace(self) -> None:
+        if self._bucket is not None:
+            self._sleep(self._bucket.reserve())
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0 and self._wait(seconds):
+            raise Cancelled("shutting down")
 
     def _observe(self, started: float, error: ApiError | None) -> None:
         if self.observer is not None:
-            self.observer.observe(time.monotonic() - started, error)
+            self.observer.observe(self._monotonic() - started, error)
 
     def _get(self, params: Mapping[str, str | int]) -> Page:
         url = self.base_url + API_PATH
+        started = self._monotonic()
         try:
-            response = self.session.get(
-                url, params=params, headers=self._headers(), timeout=self.timeout
-            )
-            body = response.content
+            with self.session.get(
+                url, params=params, headers=self._headers(), timeout=self.timeout, stream=True
+            ) as response:
+                body = self._read_body(response, started)
         except requests.Timeout as exc:
             raise ApiError(TIMEOUT, f"no answer within {self.timeout:g}s") from exc
         except requests.RequestException as exc:
             # Connection refused or reset, also mid-body (ChunkedEncodingError).
             raise ApiError(CONNECTION_ERROR, type(exc).__name__) from exc
         if not 200 <= response.status_code < 300:
-            raise classify_response(response.status_code, body)
+            err = classify_response(response.status_code, body)
+            err.retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
+            raise err
         return decode_page(body, response.status_code)
+
+    def _read_body(self, response: requests.Response, started: float) -> bytes:
+        """Read at most max_response_bytes, within the request timeout as a whole."""
+        limit = self.max_response_bytes
+        status = str(response.status_code)
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ApiError(
+                INVALID_RESPONSE, f"response of {declared} bytes exceeds {limit}", status
+            )
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=65536):
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(INVALID_RESPONSE, f"response exceeds {limit} bytes", status)
+            if self._monotonic() - started > self.timeout:
+                raise ApiError(TIMEOUT, f"body not complete within {self.timeout:g}s")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def sweep(self, models: Iterable[str] = ()) -> Snapshot:
         """List every job (once per model filter, or once unfiltered), de-duplicated by job_id.
@@ -239,27 +330,55 @@ class FineTuneClient:
         Any failed request fails the whole sweep: a partial list would publish
         wrong counts, which is worse than stale ones.
         """
+        now = self._monotonic()
+        if now < self._not_before:
+            raise ApiError(
+                "Throttling",
+                f"honouring Retry-After: no request for another {self._not_before - now:.0f}s",
+                "429",
+            )
+        self._deadline = now + self.sweep_timeout
         jobs: dict[str, Job] = {}
         malformed = 0
         filters: list[str | None] = [*models] or [None]
-        for model in filters:
-            malformed += self._sweep_one(model, jobs)
-        return Snapshot(jobs=tuple(jobs.values()), taken_at=time.time(), malformed_jobs=malformed)
+        try:
+            for model in filters:
+                malformed += self._sweep_one(model, jobs)
+        finally:
+            self._deadline = None
+        return Snapshot(jobs=tuple(jobs.values()), taken_at=self._clock(), malformed_jobs=malformed)
 
     def _sweep_one(self, model: str | None, jobs: dict[str, Job]) -> int:
+        """Walk the pages of one listing until a short or empty page.
+
+        ``total`` only sizes the page cap and checks the result: a listing whose
+        job count disagrees with the total it announced (jobs created or deleted
+        mid-sweep, or a lying API) is not published; the next sweep tries again.
+        """
         seen: set[str] = set()
         malformed = 0
         page_no = 1
         cap = HARD_PAGE_CAP
         stale_pages = 0
+        total: int | None = None
+        request_id = ""
+        where = f"model={model or '*'}"
         while True:
             if page_no > cap:
                 raise ApiError(
                     INVALID_RESPONSE,
-                    f"page cap of {cap} pages hit before the list ended "
-                    f"(model={model or '*'}, {len(seen)} jobs seen)",
+                    f"page cap of {cap} pages hit before the list ended ({where}, "
+                    f"{len(seen)} jobs seen)",
+                    "200",
+                    request_id,
                 )
             page = self.fetch_page(page_no, model)
+            request_id = page.request_id
+            if page.total is not None:
+                total = page.total
+                # Enough pages for the announced total, plus slack for jobs created
+                # mid-sweep; never more than the hard cap.
+                cap = min(HARD_PAGE_CAP, max(math.ceil(total / self.page_size) + 5, page_no + 1))
             if not page.jobs:
                 break
             before = len(seen)
@@ -278,23 +397,22 @@ class FineTuneClient:
             if stale_pages >= MAX_STALE_PAGES:
                 raise ApiError(
                     INVALID_RESPONSE,
-                    f"{stale_pages} pages in a row brought no new job "
-                    f"(model={model or '*'}, page {page_no})",
+                    f"{stale_pages} pages in a row brought no new job ({where}, page {page_no})",
                     "200",
                     page.request_id,
                 )
-            if page.total is not None:
-                if len(seen) + malformed >= page.total:
-                    break
-                # Enough pages for the announced total, plus slack for jobs created
-                # mid-sweep; never more than the hard cap.
-                needed = math.ceil(page.total / self.page_size) + 5
-                cap = min(HARD_PAGE_CAP, max(needed, page_no + 1))
-            elif len(page.jobs) < self.page_size:
-                break
+            if len(page.jobs) < self.page_size:
+                break  # a full page, even one that reaches the total, may not be the last
             page_no += 1
-        if malformed:
-            log.warning(
-                "skipped %d malformed job(s) in the list (model=%s)", malformed, model or "*"
+        if total is not None and len(seen) + malformed != total:
+            raise ApiError(
+                INVALID_RESPONSE,
+                f"the list announced total={total} but held {len(seen) + malformed} jobs ({where})",
+                "200",
+                request_id,
             )
+        if malformed != self._malformed_logged.get(where, 0):
+            # Logged when the count changes, not on every sweep.
+            log.warning("%d malformed job(s) in the list skipped (%s)", malformed, where)
+            self._malformed_logged[where] = malformed
         return malformed

@@ -102,6 +102,10 @@ class Config:
     models: tuple[str, ...] = ()
     page_size: int = 100
     timeout: float = 10.0
+    max_requests_per_second: float = 2.0
+    max_attempts: int = 4
+    ca_file: str = ""
+    sweep_timeout: float = 60.0
     timezone: tzinfo = field(default_factory=lambda: parse_timezone("+08:00"))
     account: str = "default"
     poll_interval: float = 60.0
@@ -176,6 +180,26 @@ _FLAGS: tuple[_Flag, ...] = (
         parse_duration,
     ),
     _Flag(
+        "dashscope.max-requests-per-second",
+        "FT_EXPORTER_DASHSCOPE_MAX_REQUESTS_PER_SECOND",
+        "client-side rate limit of API requests (token bucket, no bursts)",
+        "2",
+        float,
+    ),
+    _Flag(
+        "dashscope.max-attempts",
+        "FT_EXPORTER_DASHSCOPE_MAX_ATTEMPTS",
+        "attempts per request on 429, 5xx, timeouts and connection errors (1 = no retry)",
+        "4",
+        int,
+    ),
+    _Flag(
+        "dashscope.ca-file",
+        "FT_EXPORTER_DASHSCOPE_CA_FILE",
+        "PEM bundle of CAs to verify the API's certificate with (e.g. a corporate "
+        "proxy's); default: the system's",
+    ),
+    _Flag(
         "dashscope.timezone",
         "FT_EXPORTER_DASHSCOPE_TIMEZONE",
         "zone of the API's zone-less timestamps (+08:00, UTC, Asia/Shanghai)",
@@ -192,6 +216,13 @@ _FLAGS: tuple[_Flag, ...] = (
         "poll.interval",
         "FT_EXPORTER_POLL_INTERVAL",
         "time between sweeps of the API (at least 1s)",
+        "60s",
+        parse_duration,
+    ),
+    _Flag(
+        "poll.sweep-timeout",
+        "FT_EXPORTER_POLL_SWEEP_TIMEOUT",
+        "deadline for a whole sweep, retries included",
         "60s",
         parse_duration,
     ),
@@ -321,6 +352,14 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         raise ConfigError("--poll.max-staleness must be positive")
     if args.dashscope_timeout <= 0:
         raise ConfigError("--dashscope.timeout must be positive")
+    if args.dashscope_max_requests_per_second <= 0:
+        raise ConfigError("--dashscope.max-requests-per-second must be positive")
+    if not 1 <= args.dashscope_max_attempts <= 10:
+        raise ConfigError("--dashscope.max-attempts must be between 1 and 10")
+    if args.poll_sweep_timeout <= 0:
+        raise ConfigError("--poll.sweep-timeout must be positive")
+    if args.dashscope_ca_file and not os.access(args.dashscope_ca_file, os.R_OK):
+        raise ConfigError(f"cannot read --dashscope.ca-file {args.dashscope_ca_file!r}")
     if args.quota_limit < 1:
         raise ConfigError(f"--quota.limit must be at least 1, got {args.quota_limit}")
     if args.jobs_max_series < 0:
@@ -359,6 +398,10 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         models=tuple(dict.fromkeys(args.models if args.models else args.env_models)),
         page_size=args.dashscope_page_size,
         timeout=args.dashscope_timeout,
+        max_requests_per_second=args.dashscope_max_requests_per_second,
+        max_attempts=args.dashscope_max_attempts,
+        ca_file=args.dashscope_ca_file or "",
+        sweep_timeout=args.poll_sweep_timeout,
         timezone=args.dashscope_timezone,
         account=args.dashscope_account.strip(),
         poll_interval=args.poll_interval,

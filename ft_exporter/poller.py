@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ft_exporter.client import ApiError
+from ft_exporter.client import ApiError, Cancelled
 from ft_exporter.model import ExporterState, Snapshot
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class Poller:
         on_sweep: Callable[[bool], None] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        stop: threading.Event | None = None,
     ) -> None:
         self._sweep = sweep
         self.interval = interval
@@ -38,10 +39,10 @@ class Poller:
         self._clock = clock
         self._monotonic = monotonic
         self._state = ExporterState()
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()
         self._first_done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_error: str | None = None
+        self._last_error: tuple[str, ...] | None = None
         self._last_error_logged = 0.0
         self._repeats = 0
 
@@ -59,12 +60,16 @@ class Poller:
         started = self._monotonic()
         try:
             snapshot = self._sweep()
+        except Cancelled:
+            return False
         except ApiError as err:
-            self._publish_failure(started, str(err))
+            # Same code, status and text is the same failure, whatever the request id.
+            self._publish_failure(started, (err.code, err.http_status, err.message), str(err))
             return False
         except Exception as err:  # a bug must not kill the poller thread
             log.exception("sweep crashed")
-            self._publish_failure(started, f"{type(err).__name__}: {err}")
+            text = f"{type(err).__name__}: {err}"
+            self._publish_failure(started, (text,), text)
             return False
         duration = self._monotonic() - started
         self._state = ExporterState(
@@ -81,7 +86,7 @@ class Poller:
         self._notify(True)
         return True
 
-    def _publish_failure(self, started: float, message: str) -> None:
+    def _publish_failure(self, started: float, key: tuple[str, ...], message: str) -> None:
         previous = self._state
         self._state = ExporterState(
             snapshot=previous.snapshot,
@@ -89,14 +94,14 @@ class Poller:
             last_success=previous.last_success,
             last_sweep_duration=self._monotonic() - started,
         )
-        self._log_failure(message)
+        self._log_failure(key, message)
         self._notify(False)
 
-    def _log_failure(self, message: str) -> None:
+    def _log_failure(self, key: tuple[str, ...], message: str) -> None:
         """Log a failure once; repeats of the same one only every REPEAT_LOG_INTERVAL."""
         now = self._monotonic()
-        if message != self._last_error:
-            self._last_error = message
+        if key != self._last_error:
+            self._last_error = key
             self._repeats = 1
             self._last_error_logged = now
             log.error("sweep failed, keeping the last complete snapshot: %s", message)

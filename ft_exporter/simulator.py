@@ -19,6 +19,8 @@ import argparse
 import json
 import logging
 import random
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -43,7 +45,14 @@ FAULT_MODES = (
     "empty502",  # 502 with an empty body
     "jobs_null",  # 200 with output.jobs = null
     "bad_key",  # 401 InvalidApiKey whatever key is sent
+    "reset",  # headers and half a body, then the connection is reset
+    "total_high",  # output.total larger than the real count
+    "total_low",  # output.total smaller than the real count
+    "endless",  # the same full page whatever page_no is asked, total = 1,000,000
+    "huge",  # a 50 MB body
+    "bad_utf8",  # 200 whose body is not valid UTF-8
 )
+HUGE_BYTES = 50 * 1024 * 1024
 
 
 @dataclass
@@ -265,6 +274,7 @@ class SimulatedAccount:
         self.fault = Fault()
         self.requests = 0
         self.list_requests = 0
+        self.request_times: list[float] = []  # time.monotonic() of recent list requests
         self.new_job_every = new_job_every
         self.max_active_quota = max_active_quota
         now = clock()
@@ -373,6 +383,9 @@ class SimulatorServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("simulator: connection from %s ended badly", client_address)
+
     def __init__(self, address: tuple[str, int], account: SimulatedAccount, key: str) -> None:
         self.account = account
         self.key = key
@@ -446,6 +459,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with account._lock:
             account.list_requests += 1
+            account.request_times.append(time.monotonic())
+            del account.request_times[:-200]
         fault = account.take_fault()
         authorized = self.headers.get("Authorization") == f"Bearer {self.server.key}"
         if fault.mode == "bad_key" or not authorized:
@@ -493,9 +508,45 @@ class _Handler(BaseHTTPRequestHandler):
             self._raw(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
         elif fault.mode == "empty502":
             self._raw(502, b"", "text/plain")
+        elif fault.mode == "bad_utf8":
+            self._raw(
+                200, b'{"request_id": "sim-\xff\xfe", "output": {"jobs": []}}', "application/json"
+            )
+        elif fault.mode == "reset":
+            self._reset_mid_body()
+        elif fault.mode == "huge":
+            self._huge()
         else:
             return False
         return True
+
+    def _reset_mid_body(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "4096")
+        self.end_headers()
+        self.wfile.write(b'{"request_id": "sim-reset", "output": {"jobs": [')
+        self.wfile.flush()
+        # SO_LINGER 0: close() sends a TCP reset instead of a clean FIN.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+    def _huge(self) -> None:
+        head = b'{"request_id": "sim-huge", "output": {"total": 0, "jobs": []}, "pad": "'
+        tail = b'"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(head) + HUGE_BYTES + len(tail)))
+        self.end_headers()
+        try:
+            self.wfile.write(head)
+            block = b"x" * (1024 * 1024)
+            for _ in range(HUGE_BYTES // len(block)):
+                self.wfile.write(block)
+            self.wfile.write(tail)
+        except OSError:
+            self.close_connection = True  # the client stopped reading, as it should
 
     def do_POST(self) -> None:
         path = urlsplit(self.path).path

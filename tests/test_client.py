@@ -18,6 +18,7 @@ from ft_exporter.client import (
     FineTuneClient,
     normalise_base_url,
 )
+from ft_exporter.retry import RetryPolicy
 from ft_exporter.secret import Secret
 
 BASE = "https://dashscope-intl.aliyuncs.com"
@@ -69,9 +70,22 @@ def add_page(
     )
 
 
-def make_client(recorder: Recorder | None = None, page_size: int = 2, **kw: Any) -> FineTuneClient:
+def make_client(
+    recorder: Recorder | None = None,
+    page_size: int = 2,
+    retry: RetryPolicy | None = None,
+    **kw: Any,
+) -> FineTuneClient:
+    """A client that never retries unless told to (retries have tests of their own)."""
     return FineTuneClient(
-        BASE, Secret(KEY), page_size=page_size, timeout=2.0, tz=UTC8, observer=recorder, **kw
+        BASE,
+        Secret(KEY),
+        page_size=page_size,
+        timeout=2.0,
+        tz=UTC8,
+        observer=recorder,
+        retry=retry or RetryPolicy(max_attempts=1),
+        **kw,
     )
 
 
@@ -88,12 +102,34 @@ def test_walks_every_page_until_total_seen() -> None:
 
 
 @responses.activate
-def test_stops_on_empty_page_when_total_lies_high() -> None:
+def test_total_larger_than_the_list_is_invalid_response() -> None:
     add_page(page([job(1), job(2)], 50), 1)
     add_page(page([], 50, 2), 2)
-    snap = make_client().sweep()
-    assert len(snap.jobs) == 2
+    with pytest.raises(ApiError) as info:
+        make_client().sweep()
+    assert info.value.code == "InvalidResponse"
+    assert info.value.message == "the list announced total=50 but held 2 jobs (model=*)"
+    assert info.value.request_id == "rid-2"
     assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_total_smaller_than_the_list_is_invalid_response() -> None:
+    add_page(page([job(1), job(2)], 1), 1)
+    add_page(page([job(3)], 1, 2), 2)
+    with pytest.raises(ApiError) as info:
+        make_client().sweep()
+    assert info.value.message == "the list announced total=1 but held 3 jobs (model=*)"
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_full_last_page_is_confirmed_by_an_empty_one() -> None:
+    add_page(page([job(1), job(2)], 4), 1)
+    add_page(page([job(3), job(4)], 4, 2), 2)
+    add_page(page([], 4, 3), 3)
+    assert len(make_client().sweep().jobs) == 4
+    assert len(responses.calls) == 3
 
 
 @responses.activate
@@ -117,12 +153,13 @@ def test_total_growing_mid_sweep_is_followed_and_duplicates_collapse() -> None:
 
 
 @responses.activate
-def test_total_shrinking_mid_sweep_stops_early() -> None:
+def test_total_shrinking_mid_sweep_is_followed() -> None:
     add_page(page([job(1), job(2)], 6), 1)
     add_page(page([job(3), job(4)], 4, 2), 2)
+    add_page(page([], 4, 3), 3)
     snap = make_client().sweep()
     assert len(snap.jobs) == 4
-    assert len(responses.calls) == 2
+    assert len(responses.calls) == 3
 
 
 @responses.activate
@@ -152,11 +189,12 @@ def test_page_cap_bounds_a_list_that_never_ends(monkeypatch: pytest.MonkeyPatch)
 
 @responses.activate
 def test_one_sweep_per_model_filter_and_dedup_across_them() -> None:
-    add_page(page([job(1), job(2)], 2), 1, model="qwen3-8b")
-    add_page(page([job(2), job(3)], 2), 1, model="qwen3-14b")
+    add_page(page([job(1), job(2)], 3), 1, model="qwen3-8b")
+    add_page(page([job(5)], 3), 2, model="qwen3-8b")
+    add_page(page([job(2)], 1), 1, model="qwen3-14b")
     snap = make_client().sweep(["qwen3-8b", "qwen3-14b"])
-    assert sorted(j.job_id for j in snap.jobs) == ["ft-0001", "ft-0002", "ft-0003"]
-    assert len(responses.calls) == 2
+    assert sorted(j.job_id for j in snap.jobs) == ["ft-0001", "ft-0002", "ft-0005"]
+    assert len(responses.calls) == 3
 
 
 @responses.activate
@@ -275,7 +313,13 @@ def test_timeout_and_refused_connection() -> None:
 def test_refused_connection_for_real() -> None:
     from conftest import free_port
 
-    client = FineTuneClient(f"http://127.0.0.1:{free_port()}", Secret(KEY), tz=UTC8, timeout=1)
+    client = FineTuneClient(
+        f"http://127.0.0.1:{free_port()}",
+        Secret(KEY),
+        tz=UTC8,
+        timeout=1,
+        retry=RetryPolicy(max_attempts=1),
+    )
     with pytest.raises(ApiError) as info:
         client.sweep()
     assert info.value.code == "ConnectionError"
