@@ -79,7 +79,11 @@ class Cancelled(Exception):
 class RequestObserver(Protocol):
     """Told about every HTTP request the client makes, successful or not."""
 
-    def observe(self, duration: float, error: ApiError | None) -> None: ...
+    def observe(self, duration: float, error: ApiError | None) -> None:
+        """One HTTP request ended, with ``error`` when it failed."""
+
+    def reject(self, error: ApiError) -> None:
+        """Every request succeeded, but the listing they make up was rejected as a whole."""
 
 
 @dataclass(frozen=True)
@@ -365,11 +369,9 @@ class FineTuneClient:
         where = f"model={model or '*'}"
         while True:
             if page_no > cap:
-                raise ApiError(
-                    INVALID_RESPONSE,
+                raise self._rejected(
                     f"page cap of {cap} pages hit before the list ended ({where}, "
                     f"{len(seen)} jobs seen)",
-                    "200",
                     request_id,
                 )
             page = self.fetch_page(page_no, model)
@@ -395,20 +397,16 @@ class FineTuneClient:
             # is normal; several in a row means the API repeats itself.
             stale_pages = stale_pages + 1 if len(seen) == before else 0
             if stale_pages >= MAX_STALE_PAGES:
-                raise ApiError(
-                    INVALID_RESPONSE,
+                raise self._rejected(
                     f"{stale_pages} pages in a row brought no new job ({where}, page {page_no})",
-                    "200",
                     page.request_id,
                 )
             if len(page.jobs) < self.page_size:
                 break  # a full page, even one that reaches the total, may not be the last
             page_no += 1
         if total is not None and len(seen) + malformed != total:
-            raise ApiError(
-                INVALID_RESPONSE,
+            raise self._rejected(
                 f"the list announced total={total} but held {len(seen) + malformed} jobs ({where})",
-                "200",
                 request_id,
             )
         if malformed != self._malformed_logged.get(where, 0):
@@ -416,3 +414,10 @@ class FineTuneClient:
             log.warning("%d malformed job(s) in the list skipped (%s)", malformed, where)
             self._malformed_logged[where] = malformed
         return malformed
+
+    def _rejected(self, message: str, request_id: str) -> ApiError:
+        """An InvalidResponse for the listing as a whole, counted like a failed request."""
+        err = ApiError(INVALID_RESPONSE, message, "200", request_id)
+        if self.observer is not None:
+            self.observer.reject(err)
+        return err

@@ -80,3 +80,6 @@ class ExporterMetrics:
         self.duration.labels(self.account).observe(duration)
         if error is not None:
             self.errors.labels(self.account, error.code, error.http_status).inc()
+
+    def reject(self, error: ApiError) -> None:
+        self.errors.labels(self.account, error.code, error.http_status).inc()

@@ -36,6 +36,9 @@ class Recorder:
     def observe(self, duration: float, error: ApiError | None) -> None:
         self.calls.append((duration, error))
 
+    def reject(self, error: ApiError) -> None:
+        self.calls.append((-1.0, error))
+
     @property
     def codes(self) -> list[tuple[str, str] | None]:
         return [None if e is None else (e.code, e.http_status) for _, e in self.calls]
@@ -105,8 +108,10 @@ def test_walks_every_page_until_total_seen() -> None:
 def test_total_larger_than_the_list_is_invalid_response() -> None:
     add_page(page([job(1), job(2)], 50), 1)
     add_page(page([], 50, 2), 2)
+    rec = Recorder()
     with pytest.raises(ApiError) as info:
-        make_client().sweep()
+        make_client(rec).sweep()
+    assert rec.codes == [None, None, ("InvalidResponse", "200")]
     assert info.value.code == "InvalidResponse"
     assert info.value.message == "the list announced total=50 but held 2 jobs (model=*)"
     assert info.value.request_id == "rid-2"
@@ -172,6 +177,9 @@ def test_repeating_page_is_invalid_response_not_an_endless_loop() -> None:
     assert info.value.code == "InvalidResponse"
     assert "no new job" in info.value.message
     assert len(responses.calls) == 4  # page 1, then 3 pages without a new job
+    # Four good requests, then the listing as a whole is rejected and counted.
+    assert rec.codes == [None, None, None, None, ("InvalidResponse", "200")]
+    assert rec.calls[-1][0] == -1.0
 
 
 @responses.activate

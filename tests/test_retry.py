@@ -40,6 +40,9 @@ class Codes:
     def observe(self, duration: float, error: ApiError | None) -> None:
         self.seen.append("ok" if error is None else f"{error.code}/{error.http_status}")
 
+    def reject(self, error: ApiError) -> None:
+        self.seen.append(f"rejected {error.code}")
+
 
 def client(ft: FakeTime, codes: Codes | None = None, **kw: Any) -> FineTuneClient:
     return FineTuneClient(
