@@ -448,6 +448,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "requests": account.requests,
                     "list_requests": account.list_requests,
+                    "request_times": account.request_times[-200:],
                     "fault": account.fault.mode,
                 },
             )
@@ -482,6 +483,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         model = query.get("model", [None])[0]
         jobs = account.listing(account.clock(), model)
+        if fault.mode == "endless":
+            page_no = 1
         start = (page_no - 1) * page_size
         output: dict[str, Any] = {
             "page_no": page_no,
@@ -491,6 +494,12 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if fault.mode == "jobs_null":
             output["jobs"] = None
+        elif fault.mode == "total_high":
+            output["total"] = len(jobs) + 50
+        elif fault.mode == "total_low":
+            output["total"] = max(len(jobs) - 5, 0)
+        elif fault.mode == "endless":
+            output["total"] = 1_000_000
         rid = f"sim-{account.requests:08d}"
         self._json(200, {"request_id": rid, "output": output})
 

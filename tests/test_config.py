@@ -81,7 +81,7 @@ def test_bad_durations(bad: str) -> None:
 @pytest.mark.parametrize(
     ("text", "pair"),
     [
-        (":9988", ("", 9988)),
+        (":10050", ("", 10050)),
         ("0.0.0.0:1", ("0.0.0.0", 1)),
         ("[::1]:80", ("::1", 80)),
         ("localhost:0", ("localhost", 0)),
