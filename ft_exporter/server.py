@@ -24,6 +24,9 @@ class ExporterHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops connections when many scrapers
+    # (or a burst of health checks) connect at once; the kernel caps this anyway.
+    request_queue_size = 1024
 
     def __init__(
         self,
@@ -76,6 +79,9 @@ class ExporterHandler(BaseHTTPRequestHandler):
     server: ExporterHTTPServer
     server_version = f"ft-exporter/{__version__}"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without TCP_NODELAY a keep-alive
+    # client waits out the peer's delayed ACK (~40 ms) on every response.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]

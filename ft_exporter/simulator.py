@@ -410,6 +410,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: SimulatorServer
     protocol_version = "HTTP/1.1"
     server_version = "dashscope-simulator"
+    # Headers and body go out in separate writes; without TCP_NODELAY a keep-alive
+    # client waits out the peer's delayed ACK (~40 ms) on every response.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("simulator %s", format % args)
