@@ -459,3 +459,14 @@ def test_passwords_longer_than_bcrypt_reads_are_compared_on_its_72_bytes() -> No
     auth = BasicAuth([("alice", hashed)])
     assert auth.check(header("alice", long_password))
     assert not auth.check(header("alice", "q" * 100))
+
+
+def test_readme_example_is_a_valid_web_config() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Securing the endpoint", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    web = webconfig.parse(example, base_dir="/etc/ft-exporter")
+    assert web.tls is not None
+    assert web.tls.cert_file == "/etc/ft-exporter/server.pem"
+    assert web.headers == (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "deny"))
+    assert BasicAuth(web.users).check(header("prometheus", "change-me"))
