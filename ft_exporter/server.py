@@ -7,6 +7,7 @@ import html
 import logging
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Collection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -74,6 +75,15 @@ class ExporterHTTPServer(ThreadingHTTPServer):
                 log.debug("TLS handshake with %s failed: %s", client_address[0], exc)
                 return
         super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a traceback to stderr; a client that hangs up mid-request
+        # (common with TLS clients that skip close_notify) is no error of ours.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, ssl.SSLError, TimeoutError)):
+            log.debug("connection from %s ended: %s", client_address[0], exc)
+        else:
+            log.error("error serving %s", client_address[0], exc_info=exc)
 
     @property
     def port(self) -> int:

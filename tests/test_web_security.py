@@ -14,7 +14,7 @@ import bcrypt
 import pytest
 import requests
 from certs import Pki
-from conftest import Exporter, Simulator, basic_auth, exporter_exe, value
+from conftest import Exporter, Simulator, basic_auth, exporter_exe, value, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -115,7 +115,7 @@ def test_tls_with_basic_auth(start: Callable[..., Exporter], pki: Pki) -> None:
     assert "TLS on (TLSv1_2 to TLSv1_3, client certificates: NoClientCert)" in log
 
 
-def test_plain_http_to_the_tls_port_fails_and_blocks_nobody(
+def test_plain_http_slow_and_vanishing_clients_block_nobody(
     start: Callable[..., Exporter], pki: Pki
 ) -> None:
     exp = start(tls_section(pki), ssl_context=client_context(pki))
@@ -128,6 +128,15 @@ def test_plain_http_to_the_tls_port_fails_and_blocks_nobody(
     assert "TLS handshake with 127.0.0.1 failed" in exp.output()
     # Without basic_auth_users nothing asks for a password.
     assert requests.get(exp.url + "/-/healthy", verify=str(pki.ca), timeout=5).text == "Healthy\n"
+    # A client that hangs up without close_notify before its answer is a debug line,
+    # not a traceback on stderr.
+    with (
+        socket.create_connection(("127.0.0.1", exp.port), timeout=5) as raw,
+        client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n")
+    wait_for(lambda: "connection from 127.0.0.1 ended" in exp.output(), what="debug line")
+    assert "Traceback" not in exp.output()
 
 
 def test_untrusted_server_certificate_is_refused_by_a_verifying_client(
