@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import ssl
 import subprocess
@@ -279,9 +280,12 @@ def test_bad_web_config_exits_2_with_one_line(
     }
     path = tmp_path / "web.yml"
     path.write_text(texts[case])
+    clean_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("FT_EXPORTER_", "DASHSCOPE_"))
+    }
     result = subprocess.run(
         [exporter_exe(), f"--web.config.file={path}", "--web.listen-address=127.0.0.1:0"],
-        env={"DASHSCOPE_API_KEY": "sk-test", "PATH": "/usr/bin:/bin"},
+        env={**clean_env, "DASHSCOPE_API_KEY": "sk-test"},
         capture_output=True,
         text=True,
         timeout=30,
