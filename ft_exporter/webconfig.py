@@ -180,6 +180,10 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 
 
 def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, str):
+        return "a string"
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, (int, float)):
@@ -310,6 +314,8 @@ def _parse_http(value: Any) -> tuple[tuple[tuple[str, str], ...], list[str]]:
     headers = _mapping(data.get("headers"), f"{where}.headers")
     out: list[tuple[str, str]] = []
     for name, text in headers.items():
+        if text is None:
+            text = ""
         if name not in EXTRA_HEADERS:
             raise WebConfigError(
                 f"{where}.headers: header {name!r} cannot be configured "

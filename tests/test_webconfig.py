@@ -66,6 +66,7 @@ def test_full_file_is_parsed_and_relative_paths_follow_the_file() -> None:
                 X-Frame-Options: deny
                 X-Content-Type-Options: nosniff
                 Content-Security-Policy: ""
+                X-XSS-Protection:
             basic_auth_users:
               alice: {HASH}
               bob: '{HASH.replace("$2b$", "$2y$")}'
@@ -96,7 +97,7 @@ def test_full_file_is_parsed_and_relative_paths_follow_the_file() -> None:
         ("tls_server_config: [\n", "invalid YAML at line"),
         ("basic_auth_users:\n  alice: a\n bob: b\n", "invalid YAML at line 3"),
         ("- a\n- b\n", "the web config must be a map, got a list"),
-        ("just text\n", "the web config must be a map, got str"),
+        ("just text\n", "the web config must be a map, got a string"),
         ("tls_config: {}\n", "unknown key 'tls_config'"),
         ("basic_auth_user:\n  a: b\n", "unknown key 'basic_auth_user'"),
         ("tls_server_config:\n  certfile: a\n", "unknown key 'tls_server_config.certfile'"),
