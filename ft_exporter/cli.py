@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         simulator = sim.serve(key=demo_key, tz=cfg.timezone)
         cfg = replace(cfg, api_key=Secret(demo_key), base_url=simulator.url)
     logs.setup(cfg.log_level, cfg.log_format, [cfg.api_key.reveal()])
+    for warning in cfg.web.warnings:
+        log.warning("--web.config.file %s: %s", cfg.web_config_file, warning)
 
     registry = build_registry()
     metrics = ExporterMetrics(registry, cfg.account)
@@ -92,7 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         server = ExporterHTTPServer(
-            (cfg.listen_host, cfg.listen_port), registry, lambda: poller.ready, cfg.telemetry_path
+            (cfg.listen_host, cfg.listen_port),
+            registry,
+            lambda: poller.ready,
+            cfg.telemetry_path,
+            web=cfg.web,
+            auth_exempt=config.HEALTH_PATHS if cfg.health_no_auth else (),
         )
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", cfg.listen_host, cfg.listen_port, exc.strerror)
@@ -108,9 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.serve_in_thread()
     poller.start()
     host = cfg.listen_host or "0.0.0.0"
+    scheme = cfg.web.scheme
     log.info(
-        "ft-exporter %s listening on %s:%d%s, polling %s every %gs (account=%s, models=%s)",
+        "ft-exporter %s listening on %s://%s:%d%s, polling %s every %gs (account=%s, models=%s)",
         __version__,
+        scheme,
         host,
         server.port,
         cfg.telemetry_path,
@@ -119,12 +128,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg.account,
         ",".join(cfg.models) or "all",
     )
+    if cfg.web.tls is not None:
+        log.info(
+            "TLS on (%s to %s, client certificates: %s)",
+            cfg.web.tls.min_version.name,
+            cfg.web.tls.max_version.name,
+            cfg.web.tls.client_auth_type,
+        )
+    if cfg.web.users:
+        log.info(
+            "basic auth on for %d user(s)%s",
+            len(cfg.web.users),
+            "; /-/healthy and /-/ready exempt" if cfg.health_no_auth else "",
+        )
     if simulator is not None:
         shown = "localhost" if cfg.listen_host in ("", "0.0.0.0", "::") else cfg.listen_host
         print(
             f"Demo mode: simulated API at {simulator.url}/api/v1/fine-tunes\n"
-            f"  metrics:  http://{shown}:{server.port}{cfg.telemetry_path}\n"
-            f"  landing:  http://{shown}:{server.port}/\n"
+            f"  metrics:  {scheme}://{shown}:{server.port}{cfg.telemetry_path}\n"
+            f"  landing:  {scheme}://{shown}:{server.port}/\n"
             "Press Ctrl+C to stop.",
             flush=True,
         )

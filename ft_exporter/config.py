@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, NoReturn
 
-from ft_exporter import __version__
+from ft_exporter import __version__, webconfig
 from ft_exporter.client import normalise_base_url
 from ft_exporter.collector import QuotaRule
 from ft_exporter.model import DOCUMENTED_STATUSES, normalise_status, parse_timezone
@@ -116,6 +116,16 @@ class Config:
     log_level: str = "info"
     log_format: str = "logfmt"
     demo: bool = False
+    web_config_file: str = ""
+    web: webconfig.WebConfig = field(default_factory=webconfig.WebConfig)
+    #: Serve /-/healthy and /-/ready without basic auth (TLS still applies).
+    health_no_auth: bool = False
+
+
+#: Endpoints that --web.health-no-auth exempts from basic auth.
+HEALTH_PATHS = ("/-/healthy", "/-/ready")
+_TRUE = ("1", "true", "yes")
+_FALSE = ("", "0", "false", "no")
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,12 @@ _FLAGS: tuple[_Flag, ...] = (
         "FT_EXPORTER_WEB_TELEMETRY_PATH",
         "path under which metrics are served",
         "/metrics",
+    ),
+    _Flag(
+        "web.config.file",
+        "FT_EXPORTER_WEB_CONFIG_FILE",
+        "Prometheus exporter-toolkit web configuration (TLS, basic auth, headers); "
+        "default: plain HTTP without auth",
     ),
     _Flag(
         "dashscope.base-url",
@@ -308,6 +324,17 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             type=_typed(flag.kind),
             help=help_text,
         )
+    health_env = env.get("FT_EXPORTER_WEB_HEALTH_NO_AUTH", "").strip().lower()
+    parser.add_argument(
+        "--web.health-no-auth",
+        dest="web_health_no_auth",
+        action="store_true",
+        default=health_env in _TRUE,
+        help="serve /-/healthy and /-/ready without basic auth when the web config sets "
+        "basic_auth_users (TLS and client certificates still apply) "
+        "[env FT_EXPORTER_WEB_HEALTH_NO_AUTH=1]",
+    )
+    parser.set_defaults(env_health_no_auth=health_env)
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -376,6 +403,17 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     unknown = [s for s in _quota_statuses(args.quota_statuses) if s not in KNOWN_STATUSES]
     if unknown:
         raise ConfigError(f"--quota.statuses names unknown status(es): {', '.join(unknown)}")
+    if args.env_health_no_auth not in (*_TRUE, *_FALSE):
+        raise ConfigError(
+            f"FT_EXPORTER_WEB_HEALTH_NO_AUTH must be 1 or 0, got {args.env_health_no_auth!r}"
+        )
+    web_file = args.web_config_file or ""
+    web = webconfig.WebConfig()
+    if web_file:
+        try:
+            web = webconfig.load(web_file)
+        except webconfig.WebConfigError as exc:
+            raise ConfigError(f"--web.config.file {web_file!r}: {exc}") from None
 
     if args.demo:
         key = ""  # the CLI supplies the simulator's key
@@ -412,6 +450,9 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         log_level=args.log_level,
         log_format=args.log_format,
         demo=args.demo,
+        web_config_file=web_file,
+        web=web,
+        health_no_auth=args.web_health_no_auth,
     )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from certs import Pki, make_pki
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,14 +43,23 @@ def free_port() -> int:
 
 
 def http_get(
-    url: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+    url: str,
+    timeout: float = 5.0,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, bytes]:
     request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return int(response.status), response.read()
     except urllib.error.HTTPError as err:
         return int(err.code), err.read()
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    """The ``Authorization`` header for HTTP basic auth."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 def http_json(url: str, method: str = "GET", payload: Any = None, timeout: float = 5.0) -> Any:
@@ -164,25 +176,58 @@ class Simulator(Process):
         http_json(self.url + "/_sim/fault", "DELETE")
 
 
+def exporter_exe() -> str:
+    """The console script of the interpreter running the tests, else the one on PATH."""
+    beside = Path(sys.executable).parent / "ft-exporter"
+    return str(beside) if beside.exists() else shutil.which("ft-exporter") or str(beside)
+
+
 class Exporter(Process):
-    """The real ``ft-exporter`` console script on a free loopback port."""
+    """The real ``ft-exporter`` console script on a free loopback port.
+
+    With ``ssl_context`` it is reached over https (the context carries the CA
+    and any client certificate); ``auth`` is a (user, password) sent with the
+    helper's own requests, readiness included.
+    """
 
     def __init__(
-        self, tmp: Path, args: list[str], env: dict[str, str] | None = None, wait_ready: bool = True
+        self,
+        tmp: Path,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        wait_ready: bool = True,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        exe = shutil.which("ft-exporter") or str(Path(sys.executable).parent / "ft-exporter")
+        self.ssl_context = ssl_context
+        self.auth_headers = basic_auth(*auth) if auth else {}
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         super().__init__(
-            [exe, f"--web.listen-address=127.0.0.1:{self.port}", *args],
+            [exporter_exe(), f"--web.listen-address=127.0.0.1:{self.port}", *args],
             env=env,
             log_path=tmp / f"exporter-{self.port}.log",
         )
         if wait_ready:
-            wait_for(lambda: http_get(self.url + "/-/ready")[0] == 200, what="exporter ready")
+            wait_for(self._ready, what="exporter ready")
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"exporter exited {self.proc.returncode}:\n{self.output()}")
+        return self.get("/-/ready")[0] == 200
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """GET with this exporter's TLS context and credentials."""
+        return http_get(
+            self.url + path,
+            headers={**self.auth_headers, **(headers or {})},
+            context=self.ssl_context,
+        )
 
     def metrics(self) -> str:
-        status, body = http_get(self.url + "/metrics")
+        status, body = self.get("/metrics")
         assert status == 200, body
         return body.decode()
 
@@ -199,12 +244,18 @@ def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., Exporter]]:
     started: list[Exporter] = []
 
     def start(
-        args: list[str], env: dict[str, str] | None = None, wait_ready: bool = True
+        args: list[str], env: dict[str, str] | None = None, wait_ready: bool = True, **kw: Any
     ) -> Exporter:
-        exporter = Exporter(tmp_path, args, env, wait_ready)
+        exporter = Exporter(tmp_path, args, env, wait_ready, **kw)
         started.append(exporter)
         return exporter
 
     yield start
     for exporter in started:
         exporter.stop()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A test CA with server and client certificates, made once per run."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
