@@ -223,8 +223,8 @@ class FineTuneClient:
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.headers["Accept"] = "application/json"
-        if ca_file:
-            self.session.verify = ca_file
+        # Passed on every request: a session-level verify loses to REQUESTS_CA_BUNDLE.
+        self._verify: str | bool = ca_file or True
 
     def __repr__(self) -> str:
         return f"FineTuneClient(base_url={self.base_url!r}, api_key={self._key!r})"
@@ -294,7 +294,12 @@ class FineTuneClient:
         started = self._monotonic()
         try:
             with self.session.get(
-                url, params=params, headers=self._headers(), timeout=self.timeout, stream=True
+                url,
+                params=params,
+                headers=self._headers(),
+                timeout=self.timeout,
+                stream=True,
+                verify=self._verify,
             ) as response:
                 body = self._read_body(response, started)
         except requests.Timeout as exc:

@@ -10,6 +10,8 @@ from typing import TextIO
 
 from ft_exporter.secret import REDACTED
 
+MIN_SECRET_LENGTH = 8
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -23,7 +25,8 @@ class RedactFilter(logging.Filter):
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if s]
+        # Very short "secrets" (a test key like "k") would garble every message.
+        self.secrets = [s for s in secrets if len(s) >= MIN_SECRET_LENGTH]
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:

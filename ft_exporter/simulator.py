@@ -20,6 +20,7 @@ import json
 import logging
 import random
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -391,10 +392,19 @@ class SimulatorServer(ThreadingHTTPServer):
         self.key = key
         super().__init__(address, _Handler)
 
+    scheme = "http"
+
+    def enable_tls(self, cert_file: str, key_file: str) -> None:
+        """Serve HTTPS, so tests can check certificate verification and proxies."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+        self.scheme = "https"
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self.scheme}://{host!s}:{port}"
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="simulator", daemon=True)
@@ -623,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--new-job-every", type=float, default=120.0, help="demo: seconds between new jobs"
     )
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's key (PEM)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     server = SimulatorServer(
@@ -630,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
         SimulatedAccount(args.scenario, new_job_every=args.new_job_every),
         args.key,
     )
+    if args.tls_cert and args.tls_key:
+        server.enable_tls(args.tls_cert, args.tls_key)
     print(f"simulator listening on {server.url}{API_PATH} (scenario {args.scenario})", flush=True)
     try:
         server.serve_forever()

@@ -206,3 +206,15 @@ def test_version_and_help() -> None:
         "DASHSCOPE_API_KEY",
     ):
         assert flag in helptext.stdout, flag
+
+
+def test_readme_documents_every_flag() -> None:
+    """The README's configuration table lists exactly the flags --help shows."""
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(--[a-z.-]+)` \|", table, re.MULTILINE))
+    helptext = run_cli("--help").stdout
+    offered = set(re.findall(r"^\s+(--[a-z][a-z.-]+)", helptext, re.MULTILINE))
+    assert documented == offered - {"--help", "--version"}
