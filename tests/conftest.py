@@ -170,7 +170,10 @@ class Exporter(Process):
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        exe = shutil.which("ft-exporter") or str(Path(sys.executable).parent / "ft-exporter")
+        # The console script of the interpreter running the tests first: another ft-exporter
+        # on PATH (say, one installed from another checkout) would test other code.
+        local = Path(sys.executable).parent / "ft-exporter"
+        exe = str(local) if local.exists() else shutil.which("ft-exporter") or str(local)
         super().__init__(
             [exe, f"--web.listen-address=127.0.0.1:{self.port}", *args],
             env=env,
