@@ -23,7 +23,7 @@ from ft_exporter.model import DOCUMENTED_STATUSES, normalise_status, parse_timez
 from ft_exporter.secret import Secret
 
 #: Unused in Prometheus' default port allocation list.
-DEFAULT_PORT = 9988
+DEFAULT_PORT = 10050
 DEFAULT_BASE_URL = "https://dashscope-intl.aliyuncs.com"
 API_KEY_ENV = "DASHSCOPE_API_KEY"
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -60,7 +60,7 @@ def parse_duration(text: str) -> float:
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
-    """``:9988``, ``0.0.0.0:9988``, ``127.0.0.1:0`` or ``[::1]:9988`` into (host, port)."""
+    """``:10050``, ``0.0.0.0:10050``, ``127.0.0.1:0`` or ``[::1]:10050`` into (host, port)."""
     value = text.strip()
     if value.startswith("["):
         host, sep, port_text = value[1:].partition("]:")

@@ -131,9 +131,9 @@ def test_listen_addresses(text: str, pair: tuple[str, int]) -> None:
             "argument --poll.interval: not a duration: 'soon' (use e.g. 30s, 1m30s, 15m)",
         ),
         (
-            ["--web.listen-address=9988"],
+            ["--web.listen-address=10050"],
             {"DASHSCOPE_API_KEY": KEY},
-            "argument --web.listen-address: not a listen address: '9988' (use host:port or :port)",
+            "argument --web.listen-address: not a listen address: '10050' (use host:port or :port)",
         ),
         (
             ["--dashscope.timezone=Mars/Base"],
