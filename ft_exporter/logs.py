@@ -54,30 +54,29 @@ def _timestamp(record: logging.LogRecord) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{millis:03d}Z"
 
 
+def _fields(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str, str]:
+    """The fields every line carries, in order, whatever the format."""
+    fields = {
+        "ts": _timestamp(record),
+        "level": record.levelname.lower().replace("warning", "warn"),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    if record.exc_text:
+        fields["err"] = record.exc_text
+    elif record.exc_info:
+        fields["err"] = formatter.formatException(record.exc_info)
+    return fields
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = {
-            "ts": _timestamp(record),
-            "level": record.levelname.lower().replace("warning", "warn"),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info or record.exc_text:
-            fields["err"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
-        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in fields.items())
+        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in _fields(record, self).items())
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = {
-            "ts": _timestamp(record),
-            "level": record.levelname.lower().replace("warning", "warn"),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info or record.exc_text:
-            fields["err"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
-        return json.dumps(fields, ensure_ascii=False)
+        return json.dumps(_fields(record, self), ensure_ascii=False)
 
 
 def setup(level: str, fmt: str, secrets: list[str], stream: TextIO = sys.stderr) -> None:

@@ -103,6 +103,18 @@ def value(text: str, name: str, **labels: str) -> float | None:
     return samples(text).get((name, frozenset(labels.items())))
 
 
+def api_errors(exp: Exporter, code: str, http_status: str) -> float:
+    """dashscope_finetune_api_errors_total for one code, 0 when the series is absent."""
+    got = value(
+        exp.metrics(),
+        "dashscope_finetune_api_errors_total",
+        account="default",
+        code=code,
+        http_status=http_status,
+    )
+    return got or 0
+
+
 class Process:
     """A child process whose output is kept in a file for assertions and debugging."""
 

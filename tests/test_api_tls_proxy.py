@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from certs import make_pki
-from conftest import Exporter, value, wait_for
+from conftest import Exporter, api_errors, value, wait_for
 
 from ft_exporter import simulator
 
@@ -129,16 +129,7 @@ def test_unknown_ca_is_refused(
         wait_ready=False,
     )
     wait_for(
-        lambda: (
-            value(
-                exp.metrics(),
-                "dashscope_finetune_api_errors_total",
-                account="default",
-                code="ConnectionError",
-                http_status="",
-            )
-            == 1
-        ),
+        lambda: api_errors(exp, "ConnectionError", "") == 1,
         what="certificate refused",
     )
     assert value(exp.metrics(), "dashscope_finetune_up", account="default") == 0

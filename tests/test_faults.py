@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import Exporter, Simulator, http_get, value, wait_for
+from conftest import Exporter, Simulator, api_errors, http_get, value, wait_for
 
 ATTEMPTS = 3
 KEY = "sk-fault-SECRET-key-31337"
@@ -97,17 +97,6 @@ def counters(exp: Exporter) -> dict[str, float]:
     }
 
 
-def errors(exp: Exporter, code: str, http_status: str) -> float:
-    got = value(
-        exp.metrics(),
-        "dashscope_finetune_api_errors_total",
-        account="default",
-        code=code,
-        http_status=http_status,
-    )
-    return got or 0
-
-
 @pytest.mark.parametrize(
     "case",
     CASES,
@@ -136,7 +125,7 @@ def test_fault(case: Case, tmp_path: Any, exporter_factory: Callable[..., Export
         sweeps = good["sweeps"]
         wait_for(lambda: counters(exp)["sweeps"] > sweeps, what="a sweep boundary")
         base = counters(exp)
-        base_errors = errors(exp, case.code, case.http_status)
+        base_errors = api_errors(exp, case.code, case.http_status)
         sim.fault(case.mode, count=case.fault_requests, **case.options)
         started = time.monotonic()
 
@@ -171,7 +160,7 @@ def test_fault(case: Case, tmp_path: Any, exporter_factory: Callable[..., Export
         wait_for(exact, timeout=10, what="request count matching the retry policy")
         end = counters(exp)
         assert end["failures"] - base["failures"] == (1 if case.sweep_fails else 0)
-        assert errors(exp, case.code, case.http_status) - base_errors == case.errors
+        assert api_errors(exp, case.code, case.http_status) - base_errors == case.errors
         assert (end["quota"], end["succeeded"]) == (16, 3)
 
         times = sim.stats()["request_times"]
@@ -210,12 +199,12 @@ def test_retry_after_beyond_the_deadline_holds_off_later_sweeps(
         )
         sim.fault("throttle", retry_after="4")
         before = sim.stats()["list_requests"]
-        wait_for(lambda: errors(exp, "Throttling", "429") >= 1, what="first 429")
+        wait_for(lambda: api_errors(exp, "Throttling", "429") >= 1, what="first 429")
         first = time.monotonic()
         # Sweeps keep running (and failing) every second, but send nothing for 4 s.
         wait_for(lambda: counters(exp)["failures"] >= 3, timeout=10, what="held-off sweeps")
         assert sim.stats()["list_requests"] == before + 1
-        assert errors(exp, "Throttling", "429") == 1
+        assert api_errors(exp, "Throttling", "429") == 1
         sim.clear_fault()
         wait_for(lambda: counters(exp)["up"] == 1, timeout=10, what="recovery")
         assert time.monotonic() - first >= 3.5

@@ -16,6 +16,7 @@ from conftest import (
     ROOT,
     Exporter,
     Simulator,
+    api_errors,
     free_port,
     http_get,
     require_tool,
@@ -236,16 +237,7 @@ def test_not_ready_until_first_sweep(
     )
     wait_for(lambda: http_get(exp.url + "/-/healthy")[0] == 200, what="healthy")
     wait_for(
-        lambda: (
-            value(
-                exp.metrics(),
-                "dashscope_finetune_api_errors_total",
-                account="default",
-                code="ConnectionError",
-                http_status="",
-            )
-            == 1
-        ),
+        lambda: api_errors(exp, "ConnectionError", "") == 1,
         what="ConnectionError counted",
     )
     assert http_get(exp.url + "/-/ready")[0] == 503
