@@ -1,4 +1,4 @@
-"""Reading the deployment files (Dockerfile, .dockerignore) for the tests.
+"""Reading the deployment files (Dockerfile, .dockerignore, compose) for the tests.
 
 Nothing here needs a Docker engine or a cluster: each helper reads the files the way the real
 tool would, closely enough for the checks the tests make.
@@ -23,6 +23,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 
 def tool(name: str) -> str:
@@ -194,3 +196,107 @@ def build_context_files() -> list[str]:
             if in_build_context(rel):
                 out.append(rel)
     return sorted(out)
+
+
+# --- docker-compose.yml ----------------------------------------------------------------------
+
+
+@cache
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = load_yaml(COMPOSE_FILE)
+    return data
+
+
+def services() -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = compose()["services"]
+    return result
+
+
+_VAR = re.compile(r"\$(?:\$|\{(\w+)(?:(:?)([-?+])((?:[^{}]|\{[^{}]*\})*))?\}|(\w+))")
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's variable interpolation: ${V}, ${V:-d}, ${V-d}, ${V:+r}, ${V+r}, $V and $$."""
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1) or m.group(5)
+        colon, op, arg = m.group(2), m.group(3), m.group(4) or ""
+        value = env.get(name)
+        present = value is not None and (value != "" or not colon)
+        if op == "-":
+            return value if present and value is not None else interpolate(arg, env)
+        if op == "+":
+            return interpolate(arg, env) if present else ""
+        if op == "?" and not present:
+            raise ValueError(f"required variable {name} is missing: {arg}")
+        return value or ""
+
+    return _VAR.sub(repl, text)
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str  # host path (relative to the compose file) or volume name
+    target: str  # path in the container
+    bind: bool
+    read_only: bool
+
+    def host_path(self) -> Path:
+        return (COMPOSE_FILE.parent / self.source).resolve()
+
+
+def mounts(service: str) -> list[Mount]:
+    declared = set(compose().get("volumes") or {})
+    out: list[Mount] = []
+    for entry in services()[service].get("volumes", []):
+        if isinstance(entry, str):
+            parts = entry.split(":")
+            source, target = parts[0], parts[1]
+            mode = parts[2] if len(parts) > 2 else ""
+            bind = source.startswith((".", "/", "~")) or source not in declared
+            out.append(Mount(source, target, bind, "ro" in mode.split(",")))
+        else:
+            out.append(
+                Mount(
+                    entry["source"],
+                    entry["target"],
+                    entry.get("type") == "bind",
+                    bool(entry.get("read_only")),
+                )
+            )
+    return out
+
+
+def host_path_of(service: str, container_path: str) -> Path | None:
+    """The host file a container path of a service is, through its bind mounts."""
+    best: Mount | None = None
+    for mount in mounts(service):
+        target = mount.target.rstrip("/")
+        inside = container_path == target or container_path.startswith(target + "/")
+        longer = best is None or len(target) > len(best.target.rstrip("/"))
+        if mount.bind and inside and longer:
+            best = mount
+    if best is None:
+        return None
+    rest = container_path[len(best.target.rstrip("/")) :].lstrip("/")
+    return best.host_path() / rest if rest else best.host_path()
+
+
+def command_flag(service: str, flag: str) -> str | None:
+    """The value of ``--flag=value`` in a service's command."""
+    for arg in services()[service].get("command", []):
+        if arg.startswith(f"--{flag}="):
+            value: str = arg.split("=", 1)[1]
+            return value
+    return None
+
+
+def alert_job_matchers() -> set[str]:
+    """Every job="..." that an expression in prometheus/alerts.yml selects on."""
+    jobs: set[str] = set()
+    for group in load_yaml(ROOT / "prometheus" / "alerts.yml")["groups"]:
+        for rule in group["rules"]:
+            jobs.update(re.findall(r'\bjob\s*=\s*"([^"]+)"', str(rule["expr"])))
+    return jobs

@@ -257,7 +257,7 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> Non
         proc.wait(10)
 
 
-@pytest.mark.parametrize("path", ["Dockerfile", ".dockerignore"])
+@pytest.mark.parametrize("path", ["Dockerfile", ".dockerignore", "docker-compose.yml"])
 def test_no_absolute_paths_of_a_machine(path: str) -> None:
     text = (ROOT / path).read_text(encoding="utf-8")
     assert not re.search(r"(?<![\w.])/(?:home|root|Users|work|tmp)/", text), path
