@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import deployment
+import deployfiles
 import pytest
 import yaml
 from conftest import ROOT, Process, Simulator, free_port, http_get, wait_for
@@ -26,23 +26,23 @@ EXPORTER = "ft-exporter"
 
 
 def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
-    check = [deployment.tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
-    result = deployment.run([*check, str(deployment.COMPOSE_FILE)])
+    check = [deployfiles.tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
+    result = deployfiles.run([*check, str(deployfiles.COMPOSE_FILE)])
     assert result.returncode == 0, result.stdout + result.stderr
     # ...and the schema is strict enough to notice a misspelt key.
     bad = tmp_path / "docker-compose.yml"
-    data = deployment.load_yaml(deployment.COMPOSE_FILE)
+    data = deployfiles.load_yaml(deployfiles.COMPOSE_FILE)
     data["services"][EXPORTER]["enviroment"] = data["services"][EXPORTER].pop("environment")
     bad.write_text(yaml.safe_dump(data))
-    assert deployment.run([*check, str(bad)]).returncode != 0
+    assert deployfiles.run([*check, str(bad)]).returncode != 0
 
 
 def test_the_stack_has_its_four_services() -> None:
-    assert set(deployment.services()) == {EXPORTER, "prometheus", "alertmanager", "grafana"}
+    assert set(deployfiles.services()) == {EXPORTER, "prometheus", "alertmanager", "grafana"}
 
 
 def test_images_are_pinned_and_the_exporter_is_built_here() -> None:
-    for name, service in deployment.services().items():
+    for name, service in deployfiles.services().items():
         if name == EXPORTER:
             assert service["build"] == ".", "the exporter is built from this checkout"
             assert (ROOT / "Dockerfile").is_file()
@@ -52,10 +52,10 @@ def test_images_are_pinned_and_the_exporter_is_built_here() -> None:
 
 
 def test_host_paths_exist_inside_the_repository() -> None:
-    declared = set(deployment.compose().get("volumes") or {})
+    declared = set(deployfiles.compose().get("volumes") or {})
     used: set[str] = set()
-    for name in deployment.services():
-        for mount in deployment.mounts(name):
+    for name in deployfiles.services():
+        for mount in deployfiles.mounts(name):
             if not mount.bind:
                 assert mount.source in declared, f"{name}: volume {mount.source} undeclared"
                 used.add(mount.source)
@@ -71,7 +71,7 @@ def test_host_paths_exist_inside_the_repository() -> None:
 
 def test_published_ports_are_on_loopback_and_the_exporter_on_its_default() -> None:
     published: dict[str, list[str]] = {
-        name: service.get("ports", []) for name, service in deployment.services().items()
+        name: service.get("ports", []) for name, service in deployfiles.services().items()
     }
     for name, ports in published.items():
         for port in ports:
@@ -80,8 +80,8 @@ def test_published_ports_are_on_loopback_and_the_exporter_on_its_default() -> No
 
 
 def test_every_service_has_a_health_check() -> None:
-    dockerfile = deployment.parse_dockerfile()
-    for name, service in deployment.services().items():
+    dockerfile = deployfiles.parse_dockerfile()
+    for name, service in deployfiles.services().items():
         if "healthcheck" in service:
             test = service["healthcheck"]["test"]
             assert test[0] == "CMD", name
@@ -94,8 +94,8 @@ def test_every_service_has_a_health_check() -> None:
 
 
 def test_exporter_defaults_to_demo_and_passes_region_through() -> None:
-    env = deployment.services()[EXPORTER]["environment"]
-    unset = {k: deployment.interpolate(v, {}) for k, v in env.items()}
+    env = deployfiles.services()[EXPORTER]["environment"]
+    unset = {k: deployfiles.interpolate(v, {}) for k, v in env.items()}
     assert unset["DASHSCOPE_API_KEY"] == ""
     assert unset["DASHSCOPE_BASE_URL"] == DEFAULT_BASE_URL
     assert "FT_EXPORTER_DEMO" not in env, "demo follows from the key; see the entrypoint"
@@ -103,18 +103,18 @@ def test_exporter_defaults_to_demo_and_passes_region_through() -> None:
 
 def _prometheus_config(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     """prometheus.yml as the prometheus service loads it, rule paths made host paths."""
-    container_config = deployment.command_flag("prometheus", "config.file")
+    container_config = deployfiles.command_flag("prometheus", "config.file")
     assert container_config, "prometheus is started with --config.file"
-    host_config = deployment.host_path_of("prometheus", container_config)
+    host_config = deployfiles.host_path_of("prometheus", container_config)
     assert host_config is not None, f"{container_config} is not mounted"
     assert host_config.is_file(), f"{container_config} is not a file"
-    config = deployment.load_yaml(host_config)
+    config = deployfiles.load_yaml(host_config)
     rule_files = []
     for pattern in config.get("rule_files") or []:
         container_path = (
             pattern if pattern.startswith("/") else f"{Path(container_config).parent}/{pattern}"
         )
-        host = deployment.host_path_of("prometheus", container_path)
+        host = deployfiles.host_path_of("prometheus", container_path)
         assert host is not None, f"rule file {pattern} is not mounted into prometheus"
         rule_files.append(str(host))
     config["rule_files"] = rule_files
@@ -124,25 +124,25 @@ def _prometheus_config(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def test_prometheus_config_as_mounted_passes_promtool(tmp_path: Path) -> None:
-    promtool = deployment.tool("promtool")
+    promtool = deployfiles.tool("promtool")
     copy, config = _prometheus_config(tmp_path)
     assert config["rule_files"], "prometheus loads the alert rules"
-    result = deployment.run([promtool, "check", "config", str(copy)])
+    result = deployfiles.run([promtool, "check", "config", str(copy)])
     assert result.returncode == 0, result.stdout + result.stderr
     for rules in config["rule_files"]:
-        checked = deployment.run([promtool, "check", "rules", rules])
+        checked = deployfiles.run([promtool, "check", "rules", rules])
         assert checked.returncode == 0, checked.stdout + checked.stderr
     loaded = {Path(p).resolve() for p in config["rule_files"]}
     assert (ROOT / "prometheus" / "alerts.yml").resolve() in loaded
 
 
 def test_alertmanager_config_as_mounted_passes_amtool() -> None:
-    amtool = deployment.tool("amtool")
-    container_config = deployment.command_flag("alertmanager", "config.file")
+    amtool = deployfiles.tool("amtool")
+    container_config = deployfiles.command_flag("alertmanager", "config.file")
     assert container_config
-    host_config = deployment.host_path_of("alertmanager", container_config)
+    host_config = deployfiles.host_path_of("alertmanager", container_config)
     assert host_config == (ROOT / "prometheus" / "alertmanager.yml").resolve()
-    result = deployment.run([amtool, "check-config", str(host_config)])
+    result = deployfiles.run([amtool, "check-config", str(host_config)])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -158,19 +158,19 @@ def test_prometheus_scrapes_the_exporter_and_alerts_to_alertmanager(tmp_path: Pa
     assert "alertmanager:9093" in alerting_targets
     for target in scrape_targets | alerting_targets:
         host = target.rsplit(":", 1)[0]
-        assert host in deployment.services() or host in ("localhost", "127.0.0.1"), target
+        assert host in deployfiles.services() or host in ("localhost", "127.0.0.1"), target
     # Alert expressions that select a job must name a scrape job that exists.
     jobs = {c["job_name"] for c in config["scrape_configs"]}
-    assert deployment.alert_job_matchers() <= jobs
+    assert deployfiles.alert_job_matchers() <= jobs
 
 
 def test_grafana_provisioning_reaches_prometheus_and_the_dashboards() -> None:
-    provisioning = deployment.host_path_of("grafana", "/etc/grafana/provisioning")
+    provisioning = deployfiles.host_path_of("grafana", "/etc/grafana/provisioning")
     assert provisioning == (ROOT / "grafana" / "provisioning").resolve()
     sources = [
         ds
         for path in sorted((provisioning / "datasources").glob("*.y*ml"))
-        for ds in deployment.load_yaml(path).get("datasources") or []
+        for ds in deployfiles.load_yaml(path).get("datasources") or []
     ]
     prometheus = [ds for ds in sources if ds["type"] == "prometheus"]
     assert prometheus, "a Prometheus datasource is provisioned"
@@ -180,28 +180,28 @@ def test_grafana_provisioning_reaches_prometheus_and_the_dashboards() -> None:
     providers = [
         p
         for path in sorted((provisioning / "dashboards").glob("*.y*ml"))
-        for p in deployment.load_yaml(path).get("providers") or []
+        for p in deployfiles.load_yaml(path).get("providers") or []
     ]
     assert providers, "a dashboard provider is provisioned"
     dashboards = (ROOT / "grafana" / "dashboards").resolve()
     for provider in providers:
-        host = deployment.host_path_of("grafana", provider["options"]["path"])
+        host = deployfiles.host_path_of("grafana", provider["options"]["path"])
         assert host == dashboards, f"provider path {provider['options']['path']} is not mounted"
     found = sorted(dashboards.glob("*.json"))
     assert found
     for path in found:
         assert json.loads(path.read_text(encoding="utf-8"))["title"]
-    home = deployment.services()["grafana"]["environment"].get(
+    home = deployfiles.services()["grafana"]["environment"].get(
         "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"
     )
     if home:
-        home_host = deployment.host_path_of("grafana", home)
+        home_host = deployfiles.host_path_of("grafana", home)
         assert home_host is not None, f"home dashboard {home} is not mounted"
         assert home_host.is_file(), f"home dashboard {home} is missing"
 
 
 def _entrypoint_script() -> list[str]:
-    entrypoint = deployment.services()[EXPORTER]["entrypoint"]
+    entrypoint = deployfiles.services()[EXPORTER]["entrypoint"]
     assert entrypoint[:2] == ["/bin/sh", "-c"]
     # Compose turns $$ into $; nothing else in it is for compose to expand.
     script = entrypoint[2].replace("$$", "$")
@@ -209,8 +209,8 @@ def _entrypoint_script() -> list[str]:
 
 
 def _container_env(host_env: dict[str, str]) -> dict[str, str]:
-    env = deployment.services()[EXPORTER]["environment"]
-    return {k: deployment.interpolate(v, host_env) for k, v in env.items()}
+    env = deployfiles.services()[EXPORTER]["environment"]
+    return {k: deployfiles.interpolate(v, host_env) for k, v in env.items()}
 
 
 def _start(tmp_path: Path, host_env: dict[str, str], name: str) -> tuple[Process, int]:
@@ -264,4 +264,4 @@ def test_the_key_variable_alone_switches_to_a_real_account(
     ],
 )
 def test_interpolation_helper(text: str, env: dict[str, str], expected: str) -> None:
-    assert deployment.interpolate(text, env) == expected
+    assert deployfiles.interpolate(text, env) == expected

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from email.parser import Parser
 from pathlib import Path
 
-import deployment
+import deployfiles
 import pytest
 from conftest import ROOT, Exporter, free_port, http_get, wait_for
 
@@ -20,8 +20,8 @@ from ft_exporter.config import DEFAULT_PORT
 
 
 def test_hadolint_finds_nothing_at_warning_level() -> None:
-    result = deployment.run(
-        [deployment.tool("hadolint"), "--failure-threshold", "warning", "Dockerfile"], cwd=ROOT
+    result = deployfiles.run(
+        [deployfiles.tool("hadolint"), "--failure-threshold", "warning", "Dockerfile"], cwd=ROOT
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -30,29 +30,29 @@ def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
     # The check above is only worth something if hadolint fails on what it should.
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN pip install requests\nUSER root\n")
-    result = deployment.run(
-        [deployment.tool("hadolint"), "--failure-threshold", "warning", str(bad)]
+    result = deployfiles.run(
+        [deployfiles.tool("hadolint"), "--failure-threshold", "warning", str(bad)]
     )
     assert result.returncode != 0
     assert "DL3007" in result.stdout  # "latest" tag
 
 
 def test_one_pinned_slim_base_for_every_stage() -> None:
-    df = deployment.parse_dockerfile()
+    df = deployfiles.parse_dockerfile()
     image = df.global_args["PYTHON_IMAGE"]
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-[a-z]+", image), image
     assert len(df.stages) == 2
     assert [s.base for s in df.stages] == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
     assert df.stages[0].name == "build"
     python_minor = tuple(int(x) for x in image.split(":")[1].split(".")[:2])
-    floor = deployment.pyproject()["project"]["requires-python"].removeprefix(">=")
+    floor = deployfiles.pyproject()["project"]["requires-python"].removeprefix(">=")
     assert python_minor >= tuple(int(x) for x in floor.split("."))
 
 
 def test_final_stage_only_copies_the_built_virtualenv() -> None:
     # No RUN or ADD in the final stage means nothing is installed or downloaded there: no
     # compilers, no pip cache, no wheels. It takes the virtualenv from the build stage.
-    final = deployment.parse_dockerfile().final
+    final = deployfiles.parse_dockerfile().final
     assert {i.cmd for i in final.instructions} <= {
         "ARG",
         "LABEL",
@@ -68,32 +68,32 @@ def test_final_stage_only_copies_the_built_virtualenv() -> None:
     assert [(c.flags, c.value) for c in copies] == [
         (("--from=build",), ("/opt/ft-exporter", "/opt/ft-exporter"))
     ]
-    env = {k: v for ins in final.all("ENV") for k, v in deployment.pairs(ins).items()}
+    env = {k: v for ins in final.all("ENV") for k, v in deployfiles.pairs(ins).items()}
     assert env["PATH"].startswith("/opt/ft-exporter/bin:")
-    build = deployment.parse_dockerfile().stage("build")
+    build = deployfiles.parse_dockerfile().stage("build")
     run_lines = " ".join(" ".join(i.value) for i in build.all("RUN"))
     assert "--no-cache-dir" in run_lines
     assert "venv --without-pip /opt/ft-exporter" in run_lines
 
 
 def test_copy_sources_exist_and_are_in_the_build_context() -> None:
-    build = deployment.parse_dockerfile().stage("build")
+    build = deployfiles.parse_dockerfile().stage("build")
     sources = [src for ins in build.all("COPY") for src in ins.value[:-1]]
     assert sources, "the build stage copies nothing"
     for src in sources:
         path = ROOT / src
         assert path.exists(), f"COPY source {src} does not exist"
         files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-        sent = [p for p in files if deployment.in_build_context(p.relative_to(ROOT).as_posix())]
+        sent = [p for p in files if deployfiles.in_build_context(p.relative_to(ROOT).as_posix())]
         assert sent, f"COPY source {src} is excluded by .dockerignore"
         for p in files:
             rel = p.relative_to(ROOT).as_posix()
             if p.suffix == ".py":
-                assert deployment.in_build_context(rel), f"{rel} is excluded by .dockerignore"
+                assert deployfiles.in_build_context(rel), f"{rel} is excluded by .dockerignore"
 
 
 def test_dockerignore_keeps_tests_caches_and_secrets_out() -> None:
-    sent = deployment.build_context_files()
+    sent = deployfiles.build_context_files()
     assert "pyproject.toml" in sent
     assert "ft_exporter/cli.py" in sent
     for path in sent:
@@ -111,26 +111,26 @@ def test_dockerignore_keeps_tests_caches_and_secrets_out() -> None:
         "deploy/kubernetes/kustomization.yaml",
         ".env",
     ):
-        assert not deployment.in_build_context(rel), rel
-    assert deployment.in_build_context("ft_exporter/new_module.py")
+        assert not deployfiles.in_build_context(rel), rel
+    assert deployfiles.in_build_context("ft_exporter/new_module.py")
 
 
 def test_entrypoint_is_the_installed_console_script() -> None:
-    final = deployment.parse_dockerfile().final
+    final = deployfiles.parse_dockerfile().final
     (entrypoint,) = final.all("ENTRYPOINT")
     assert entrypoint.json, "use the exec form so that signals reach the exporter"
     assert list(entrypoint.value) == ["ft-exporter"]
-    assert "ft-exporter" in deployment.pyproject()["project"]["scripts"]
+    assert "ft-exporter" in deployfiles.pyproject()["project"]["scripts"]
     assert not final.all("CMD")
 
 
 def test_exposes_the_default_port() -> None:
-    (expose,) = deployment.parse_dockerfile().final.all("EXPOSE")
+    (expose,) = deployfiles.parse_dockerfile().final.all("EXPOSE")
     assert [p.removesuffix("/tcp") for p in expose.value] == [str(DEFAULT_PORT)]
 
 
 def test_runs_as_a_numeric_non_root_user() -> None:
-    users = deployment.parse_dockerfile().final.all("USER")
+    users = deployfiles.parse_dockerfile().final.all("USER")
     assert users, "no USER: the image would run as root"
     user = users[-1].value[0]
     assert re.fullmatch(r"\d+:\d+", user), f"USER {user} must be numeric uid:gid"
@@ -138,14 +138,14 @@ def test_runs_as_a_numeric_non_root_user() -> None:
 
 
 def test_oci_labels_name_version_licence_and_source() -> None:
-    df = deployment.parse_dockerfile()
+    df = deployfiles.parse_dockerfile()
     assert df.global_args["VERSION"] == __version__, "ARG VERSION must be the package version"
     labels: dict[str, str] = {}
     for ins in df.final.all("LABEL"):
-        labels.update(deployment.pairs(ins))
+        labels.update(deployfiles.pairs(ins))
     assert labels["org.opencontainers.image.version"] == "${VERSION}"
     assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
-    assert deployment.pyproject()["project"]["license"] == "Apache-2.0"
+    assert deployfiles.pyproject()["project"]["license"] == "Apache-2.0"
     assert "org.opencontainers.image.source" in labels
     assert labels["org.opencontainers.image.title"] == "ft-exporter"
     # The build stage refuses to build when VERSION and the package version differ.
@@ -154,7 +154,7 @@ def test_oci_labels_name_version_licence_and_source() -> None:
 
 
 def _healthcheck_argv() -> list[str]:
-    (check,) = deployment.parse_dockerfile().final.all("HEALTHCHECK")
+    (check,) = deployfiles.parse_dockerfile().final.all("HEALTHCHECK")
     assert check.json
     assert check.value[0] == "CMD"
     argv = list(check.value[1:])
@@ -192,7 +192,7 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> Non
     """What the image's build stage does, step for step, outside Docker."""
     # 1. The build context: only what the Dockerfile copies, filtered by .dockerignore.
     context = tmp_path / "src"
-    for rel in deployment.build_context_files():
+    for rel in deployfiles.build_context_files():
         target = context / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, target)
@@ -200,7 +200,7 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> Non
     wheels = tmp_path / "wheels"
     # 2. pip wheel: the exporter's wheel and those of its dependencies.
     wheel_args = ["wheel", "--no-cache-dir", "--wheel-dir", str(wheels), "."]
-    built = deployment.run([*pip, *wheel_args], timeout=240, cwd=context)
+    built = deployfiles.run([*pip, *wheel_args], timeout=240, cwd=context)
     assert built.returncode == 0, built.stderr
     wheel = wheels / f"ft_exporter-{__version__}-py3-none-any.whl"
     assert wheel.exists(), sorted(p.name for p in wheels.iterdir())
@@ -218,23 +218,23 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> Non
     assert b"ft-exporter = ft_exporter.cli:main" in entry_points
     # 3. A virtualenv without pip, filled from those wheels alone (no index).
     venv = tmp_path / "venv"
-    made = deployment.run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    made = deployfiles.run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     assert made.returncode == 0, made.stderr
     into = ["--python", str(venv / "bin" / "python")]
     offline = ["--no-cache-dir", "--no-index", "--find-links", str(wheels)]
-    installed = deployment.run([*pip, *into, "install", *offline, f"ft-exporter=={__version__}"])
+    installed = deployfiles.run([*pip, *into, "install", *offline, f"ft-exporter=={__version__}"])
     assert installed.returncode == 0, installed.stderr
     exe = venv / "bin" / "ft-exporter"
     assert not (venv / "bin" / "pip").exists()
     # 4. The console script runs from there, not from this checkout.
-    version = deployment.run([str(exe), "--version"], cwd=tmp_path)
+    version = deployfiles.run([str(exe), "--version"], cwd=tmp_path)
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"ft-exporter {__version__}"
-    helped = deployment.run([str(exe), "--help"], cwd=tmp_path)
+    helped = deployfiles.run([str(exe), "--help"], cwd=tmp_path)
     assert helped.returncode == 0, helped.stderr
     assert "--dashscope.api-key-file" in helped.stdout
     assert "DASHSCOPE_API_KEY" in helped.stdout
-    where = deployment.run(
+    where = deployfiles.run(
         [str(venv / "bin" / "python"), "-c", "import ft_exporter; print(ft_exporter.__file__)"],
         cwd=tmp_path,
     )
