@@ -1,4 +1,4 @@
-"""Reading the deployment files (Dockerfile, .dockerignore, compose) for the tests.
+"""Reading the deployment files (Dockerfile, .dockerignore, compose, kustomize) for the tests.
 
 Nothing here needs a Docker engine or a cluster: each helper reads the files the way the real
 tool would, closely enough for the checks the tests make.
@@ -25,6 +25,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+K8S = ROOT / "deploy" / "kubernetes"
 
 
 def tool(name: str) -> str:
@@ -300,3 +301,27 @@ def alert_job_matchers() -> set[str]:
         for rule in group["rules"]:
             jobs.update(re.findall(r'\bjob\s*=\s*"([^"]+)"', str(rule["expr"])))
     return jobs
+
+
+# --- kustomize -------------------------------------------------------------------------------
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """Render a kustomization with the real kustomize (the one built into kubectl)."""
+    result = run([tool("kubectl"), "kustomize", str(directory)])
+    assert result.returncode == 0, f"kustomize {directory}: {result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def kustomizations() -> list[Path]:
+    return sorted(p.parent for p in K8S.rglob("kustomization.yaml"))
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
