@@ -10,6 +10,7 @@
 # One pinned base for both stages: the virtualenv's interpreter path must be the same in each.
 ARG PYTHON_IMAGE=python:3.13.5-slim-bookworm
 # Must equal ft_exporter.__version__ (the build fails otherwise); used for the image label.
+# scripts/sync_deploy.py keeps it, and EXPOSE below, in step with the package.
 ARG VERSION=0.1.0
 
 FROM ${PYTHON_IMAGE} AS build

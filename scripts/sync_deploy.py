@@ -9,7 +9,9 @@ One source each, copied where kustomize and the image build need it:
   (a ConfigMap the Grafana sidecar picks up; kustomize's configMapGenerator cannot read files
   outside its own directory);
 * ``ft_exporter.__version__`` -> ``ARG VERSION`` in ``Dockerfile`` and the image ``newTag`` in
-  ``deploy/kubernetes/exporter/kustomization.yaml``.
+  ``deploy/kubernetes/exporter/kustomization.yaml``;
+* ``ft_exporter.config.DEFAULT_PORT`` -> the Dockerfile's ``EXPOSE``, the exporter's port in
+  ``docker-compose.yml`` and the container and Service ports in ``deploy/kubernetes/exporter``.
 
 Run ``python scripts/sync_deploy.py`` after changing any source; ``--check`` only reports
 (exit 1) what is out of date, which the tests do.
@@ -33,7 +35,10 @@ DASHBOARDS = Path("grafana/dashboards")
 PROMETHEUS_RULE = Path("deploy/kubernetes/monitoring/prometheusrule.yaml")
 DASHBOARDS_CONFIGMAP = Path("deploy/kubernetes/monitoring/dashboards.yaml")
 DOCKERFILE = Path("Dockerfile")
+COMPOSE = Path("docker-compose.yml")
 EXPORTER_KUSTOMIZATION = Path("deploy/kubernetes/exporter/kustomization.yaml")
+DEPLOYMENT = Path("deploy/kubernetes/exporter/deployment.yaml")
+SERVICE = Path("deploy/kubernetes/exporter/service.yaml")
 
 NAME = "ft-exporter"
 DASHBOARDS_NAME = "ft-exporter-dashboards"
@@ -43,18 +48,34 @@ class SyncError(Exception):
     """A source that cannot be copied faithfully."""
 
 
-def package_version(root: Path) -> str:
-    """``__version__`` of ft_exporter, read without importing the package."""
-    tree = ast.parse((root / "ft_exporter" / "__init__.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        if (
-            isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
+def _constant(path: Path, name: str) -> object:
+    """A module-level ``NAME = literal`` of a source file, read without importing it."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        value = getattr(node, "value", None)
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets) and isinstance(
+            value, ast.Constant
         ):
-            return node.value.value
-    raise SyncError("ft_exporter/__init__.py has no __version__ = '...'")
+            return value.value
+    raise SyncError(f"{path} has no {name} = <literal>")
+
+
+def package_version(root: Path) -> str:
+    """``__version__`` of ft_exporter."""
+    version = _constant(root / "ft_exporter" / "__init__.py", "__version__")
+    if not isinstance(version, str):
+        raise SyncError("ft_exporter.__version__ is not a string")
+    return version
+
+
+def default_port(root: Path) -> int:
+    """``DEFAULT_PORT`` of ft_exporter.config."""
+    port = _constant(root / "ft_exporter" / "config.py", "DEFAULT_PORT")
+    if not isinstance(port, int):
+        raise SyncError("ft_exporter.config.DEFAULT_PORT is not an int")
+    return port
 
 
 def _header(source: str) -> str:
@@ -153,9 +174,23 @@ def _replace_one(pattern: str, replacement: str, text: str, where: Path) -> str:
     return new
 
 
+def _replace_in_service(
+    service: str, pattern: str, replacement: str, text: str, where: Path
+) -> str:
+    """:func:`_replace_one` within one service of a compose file (its indented block)."""
+    start = re.search(rf"^  {re.escape(service)}:[ \t]*$", text, flags=re.MULTILINE)
+    if start is None:
+        raise SyncError(f"{where}: no service {service!r}")
+    end = re.search(r"^(?:  )?\S", text[start.end() + 1 :], flags=re.MULTILINE)
+    stop = start.end() + 1 + end.start() if end else len(text)
+    block = _replace_one(pattern, replacement, text[start.end() : stop], where)
+    return text[: start.end()] + block + text[stop:]
+
+
 def outputs(root: Path) -> dict[Path, Callable[[], str]]:
     """Every generated or version-carrying file and how to produce its content."""
     version = package_version(root)
+    port = default_port(root)
 
     def rule() -> str:
         return prometheus_rule((root / ALERTS).read_text(encoding="utf-8"))
@@ -166,7 +201,22 @@ def outputs(root: Path) -> dict[Path, Callable[[], str]]:
 
     def dockerfile() -> str:
         text = (root / DOCKERFILE).read_text(encoding="utf-8")
-        return _replace_one(r"^ARG VERSION=.*$", f"ARG VERSION={version}", text, DOCKERFILE)
+        text = _replace_one(r"^ARG VERSION=.*$", f"ARG VERSION={version}", text, DOCKERFILE)
+        return _replace_one(r"^EXPOSE .*$", f"EXPOSE {port}", text, DOCKERFILE)
+
+    def compose() -> str:
+        text = (root / COMPOSE).read_text(encoding="utf-8")
+        return _replace_in_service(
+            NAME, r'"127\.0\.0\.1:\d+:\d+"', f'"127.0.0.1:{port}:{port}"', text, COMPOSE
+        )
+
+    def deployment() -> str:
+        text = (root / DEPLOYMENT).read_text(encoding="utf-8")
+        return _replace_one(r"^(\s+containerPort: ).*$", rf"\g<1>{port}", text, DEPLOYMENT)
+
+    def service() -> str:
+        text = (root / SERVICE).read_text(encoding="utf-8")
+        return _replace_one(r"^(\s+port: ).*$", rf"\g<1>{port}", text, SERVICE)
 
     def kustomization() -> str:
         text = (root / EXPORTER_KUSTOMIZATION).read_text(encoding="utf-8")
@@ -178,7 +228,10 @@ def outputs(root: Path) -> dict[Path, Callable[[], str]]:
         PROMETHEUS_RULE: rule,
         DASHBOARDS_CONFIGMAP: dashboards,
         DOCKERFILE: dockerfile,
+        COMPOSE: compose,
         EXPORTER_KUSTOMIZATION: kustomization,
+        DEPLOYMENT: deployment,
+        SERVICE: service,
     }
 
 

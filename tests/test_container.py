@@ -126,7 +126,8 @@ def test_entrypoint_is_the_installed_console_script() -> None:
 
 def test_exposes_the_default_port() -> None:
     (expose,) = deployfiles.parse_dockerfile().final.all("EXPOSE")
-    assert [p.removesuffix("/tcp") for p in expose.value] == [str(DEFAULT_PORT)]
+    ports = [p.removesuffix("/tcp") for p in expose.value]
+    assert ports == [str(DEFAULT_PORT)], "run: python scripts/sync_deploy.py"
 
 
 def test_runs_as_a_numeric_non_root_user() -> None:
@@ -139,7 +140,7 @@ def test_runs_as_a_numeric_non_root_user() -> None:
 
 def test_oci_labels_name_version_licence_and_source() -> None:
     df = deployfiles.parse_dockerfile()
-    assert df.global_args["VERSION"] == __version__, "ARG VERSION must be the package version"
+    assert df.global_args["VERSION"] == __version__, "run: python scripts/sync_deploy.py"
     labels: dict[str, str] = {}
     for ins in df.final.all("LABEL"):
         labels.update(deployfiles.pairs(ins))

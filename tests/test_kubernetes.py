@@ -263,7 +263,9 @@ def test_sync_script_regenerates_from_changed_sources(tmp_path: Path) -> None:
     for rel in (
         "scripts/sync_deploy.py",
         "ft_exporter/__init__.py",
+        "ft_exporter/config.py",
         "Dockerfile",
+        "docker-compose.yml",
         "prometheus/alerts.yml",
         "deploy/kubernetes",
         "grafana/dashboards",
@@ -275,7 +277,7 @@ def test_sync_script_regenerates_from_changed_sources(tmp_path: Path) -> None:
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, tmp_path / rel)
     script = [sys.executable, str(tmp_path / "scripts" / "sync_deploy.py")]
-    # Change every source: a new rule group, a new dashboard, a new version.
+    # Change every source: a new rule group, a new dashboard, a new version and port.
     alerts_path = tmp_path / "prometheus" / "alerts.yml"
     alerts = deployfiles.load_yaml(alerts_path)
     alerts["groups"].append(
@@ -285,10 +287,22 @@ def test_sync_script_regenerates_from_changed_sources(tmp_path: Path) -> None:
     (tmp_path / "grafana" / "dashboards" / "extra.json").write_text('{"title": "x"}')
     init = tmp_path / "ft_exporter" / "__init__.py"
     init.write_text(init.read_text().replace(__version__, "9.8.7"))
+    config = tmp_path / "ft_exporter" / "config.py"
+    config.write_text(
+        config.read_text().replace(f"DEFAULT_PORT = {DEFAULT_PORT}", "DEFAULT_PORT = 10123")
+    )
 
     check = deployfiles.run([*script, "--check"])
     assert check.returncode == 1
-    for stale in ("prometheusrule.yaml", "dashboards.yaml", "Dockerfile", "kustomization.yaml"):
+    for stale in (
+        "prometheusrule.yaml",
+        "dashboards.yaml",
+        "Dockerfile",
+        "docker-compose.yml",
+        "kustomization.yaml",
+        "deployment.yaml",
+        "service.yaml",
+    ):
         assert stale in check.stderr
     assert deployfiles.run(script).returncode == 0
     assert deployfiles.run([*script, "--check"]).returncode == 0
@@ -296,8 +310,16 @@ def test_sync_script_regenerates_from_changed_sources(tmp_path: Path) -> None:
     rendered_tmp = deployfiles.kustomize(tmp_path / "deploy" / "kubernetes")
     assert deployfiles.one(rendered_tmp, "PrometheusRule")["spec"]["groups"] == alerts["groups"]
     assert deployfiles.one(rendered_tmp, "ConfigMap")["data"]["extra.json"] == '{"title": "x"}'
-    assert _container(deployfiles.one(rendered_tmp, "Deployment"))["image"] == "ft-exporter:9.8.7"
-    assert "ARG VERSION=9.8.7\n" in (tmp_path / "Dockerfile").read_text()
+    container = _container(deployfiles.one(rendered_tmp, "Deployment"))
+    assert container["image"] == "ft-exporter:9.8.7"
+    assert container["ports"][0]["containerPort"] == 10123
+    assert deployfiles.one(rendered_tmp, "Service")["spec"]["ports"][0]["port"] == 10123
+    dockerfile = (tmp_path / "Dockerfile").read_text()
+    assert "ARG VERSION=9.8.7\n" in dockerfile
+    assert "EXPOSE 10123\n" in dockerfile
+    compose = yaml.safe_load((tmp_path / "docker-compose.yml").read_text())
+    assert compose["services"]["ft-exporter"]["ports"] == ["127.0.0.1:10123:10123"]
+    assert compose["services"]["prometheus"]["ports"] == ["127.0.0.1:9090:9090"]
 
 
 def test_sync_script_keeps_comments_and_survives_awkward_text() -> None:
