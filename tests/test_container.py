@@ -13,7 +13,7 @@ from pathlib import Path
 
 import deployfiles
 import pytest
-from conftest import ROOT, Exporter, free_port, http_get, wait_for
+from conftest import IN_CI, ROOT, Exporter, free_port, http_get, wait_for
 
 from ft_exporter import __version__
 from ft_exporter.config import DEFAULT_PORT
@@ -253,6 +253,59 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> Non
         status, body = http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         assert b'dashscope_finetune_up{account="default"} 1.0' in body
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_runs_as_the_image_user_on_a_read_only_root(tmp_path: Path) -> None:
+    """``docker run IMAGE --demo`` with compose's read_only / Kubernetes'
+    readOnlyRootFilesystem, emulated: the image's ENV and USER, the ENTRYPOINT found through
+    that PATH, no capabilities, no new privileges, and every file system read-only."""
+    unshare, setpriv = deployfiles.tool("unshare"), deployfiles.tool("setpriv")
+    final = deployfiles.parse_dockerfile().final
+    uid, gid = final.all("USER")[-1].value[0].split(":")
+    (entrypoint,) = final.all("ENTRYPOINT")
+    # This virtualenv stands in for the image's /opt/ft-exporter.
+    env = {"HOME": "/"}
+    for ins in final.all("ENV"):
+        for key, raw in deployfiles.pairs(ins).items():
+            value = raw.replace("/opt/ft-exporter", str(Path(sys.executable).parent.parent))
+            env[key] = deployfiles.substitute(value, {"PATH": "/usr/local/bin:/usr/bin:/bin"})
+    ids = [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+    drop = [setpriv, *ids, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+    probe = deployfiles.run([*drop, "python", "-c", "import ft_exporter"], env=env)
+    if probe.returncode != 0:
+        message = f"uid {uid} cannot read this checkout or its Python: {probe.stderr[-300:]}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    port = free_port()
+    script = 'mount -o bind,remount,ro / && exec "$@"'
+    argv = [unshare, "--mount", "/bin/sh", "-c", script, "sh", *drop, *entrypoint.value]
+    log = tmp_path / "exporter.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*argv, "--demo", f"--web.listen-address=127.0.0.1:{port}"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http_get(url + "/-/ready")[0] == 200, what=f"ready; {log.read_text()}")
+        status, body = http_get(url + "/metrics")
+        assert status == 200
+        assert b'dashscope_finetune_up{account="default"} 1.0' in body
+        # unshare, sh and setpriv exec in turn: the process is the exporter itself.
+        status_lines = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        fields = dict(line.split(":", 1) for line in status_lines)
+        assert fields["Uid"].split()[:2] == [uid, uid]
+        assert fields["Gid"].split()[:2] == [gid, gid]
+        assert int(fields["CapEff"], 16) == 0
+        mounts = Path(f"/proc/{proc.pid}/mounts").read_text().splitlines()
+        root = next(m.split() for m in mounts if m.split()[1] == "/")
+        assert "ro" in root[3].split(","), root
     finally:
         proc.terminate()
         proc.wait(10)
