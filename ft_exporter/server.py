@@ -121,6 +121,9 @@ class ExporterHandler(BaseHTTPRequestHandler):
     # Headers and body go out in separate writes; without TCP_NODELAY a keep-alive
     # client waits out the peer's delayed ACK (~40 ms) on every response.
     disable_nagle_algorithm = True
+    # An idle keep-alive connection holds a thread; close it after this long
+    # (longer than any sane scrape interval, so Prometheus keeps its connection).
+    timeout = 300
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
