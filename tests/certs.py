@@ -150,3 +150,14 @@ def make_pki(directory: Path) -> Pki:
         stray_key=_write_key(directory / "stray-key.pem", _key()),
         encrypted_key=_write_key(directory / "encrypted-key.pem", server_key, b"passphrase"),
     )
+
+
+def tls_yaml(pki: Pki, **extra: str) -> str:
+    """A web-config ``tls_server_config`` section serving the test server certificate."""
+    lines = [
+        "tls_server_config:",
+        f"  cert_file: {pki.server_cert}",
+        f"  key_file: {pki.server_key}",
+        *(f"  {key}: {text}" for key, text in extra.items()),
+    ]
+    return "\n".join(lines) + "\n"

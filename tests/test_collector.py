@@ -102,23 +102,7 @@ def test_zero_fill_every_documented_status_plus_seen_ones() -> None:
 
 
 def test_quota_counts_everything_but_failed_and_canceled_by_default() -> None:
-    st = state_of(
-        *(
-            job(i, s)
-            for i, s in enumerate(
-                [
-                    "PENDING",
-                    "QUEUING",
-                    "RUNNING",
-                    "CANCELING",
-                    "SUCCEEDED",
-                    "FAILED",
-                    "CANCELED",
-                    "SUSPENDED",
-                ]
-            )
-        )
-    )
+    st = state_of(*(job(i, s) for i, s in enumerate([*DOCUMENTED_STATUSES, "SUSPENDED"])))
     assert value(render(st), "dashscope_finetune_quota_used_jobs", account="default") == 6
     only = QuotaRule(counted=frozenset({"RUNNING", "SUCCEEDED"}))
     assert (

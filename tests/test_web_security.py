@@ -14,7 +14,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 import requests
-from certs import Pki
+from certs import Pki, tls_yaml
 from conftest import Exporter, Simulator, basic_auth, exporter_exe, value, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -57,16 +57,6 @@ def start(
     return run
 
 
-def tls_section(pki: Pki, **extra: str) -> str:
-    lines = [
-        "tls_server_config:",
-        f"  cert_file: {pki.server_cert}",
-        f"  key_file: {pki.server_key}",
-        *(f"  {key}: {text}" for key, text in extra.items()),
-    ]
-    return "\n".join(lines) + "\n"
-
-
 USERS = f"basic_auth_users:\n  {USER}: '{HASH}'\n"
 
 
@@ -79,7 +69,7 @@ def client_context(pki: Pki, cert: bool = False) -> ssl.SSLContext:
 
 def test_tls_with_basic_auth(start: Callable[..., Exporter], pki: Pki) -> None:
     exp = start(
-        tls_section(pki) + USERS + "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+        tls_yaml(pki) + USERS + "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
         ssl_context=client_context(pki),
         auth=(USER, PASSWORD),
     )
@@ -119,7 +109,7 @@ def test_tls_with_basic_auth(start: Callable[..., Exporter], pki: Pki) -> None:
 def test_plain_http_slow_and_vanishing_clients_block_nobody(
     start: Callable[..., Exporter], pki: Pki
 ) -> None:
-    exp = start(tls_section(pki), ssl_context=client_context(pki))
+    exp = start(tls_yaml(pki), ssl_context=client_context(pki))
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(f"http://127.0.0.1:{exp.port}/metrics", timeout=5)
     # A client that connects and never starts its handshake holds no one up.
@@ -143,7 +133,7 @@ def test_plain_http_slow_and_vanishing_clients_block_nobody(
 def test_untrusted_server_certificate_is_refused_by_a_verifying_client(
     start: Callable[..., Exporter], pki: Pki
 ) -> None:
-    exp = start(tls_section(pki), ssl_context=client_context(pki))
+    exp = start(tls_yaml(pki), ssl_context=client_context(pki))
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(exp.url + "/metrics", timeout=5)  # the system CAs know nothing of ours
 
@@ -152,7 +142,7 @@ def test_health_endpoints_can_be_exempted_from_basic_auth(
     start: Callable[..., Exporter], pki: Pki
 ) -> None:
     exp = start(
-        tls_section(pki) + USERS,
+        tls_yaml(pki) + USERS,
         "--web.health-no-auth",
         ssl_context=client_context(pki),
         auth=(USER, PASSWORD),
@@ -177,7 +167,7 @@ def test_mutual_tls_requires_a_certificate_from_the_client_ca(
     start: Callable[..., Exporter], pki: Pki
 ) -> None:
     exp = start(
-        tls_section(pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file=str(pki.ca)),
+        tls_yaml(pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file=str(pki.ca)),
         ssl_context=client_context(pki, cert=True),
     )
     ca = str(pki.ca)
@@ -202,7 +192,7 @@ def test_optional_client_certificates_are_verified_when_given(
     start: Callable[..., Exporter], pki: Pki
 ) -> None:
     exp = start(
-        tls_section(pki, client_auth_type="VerifyClientCertIfGiven", client_ca_file=str(pki.ca))
+        tls_yaml(pki, client_auth_type="VerifyClientCertIfGiven", client_ca_file=str(pki.ca))
         + USERS,
         ssl_context=client_context(pki),
         auth=(USER, PASSWORD),
@@ -239,7 +229,7 @@ def handshake(port: int, context: ssl.SSLContext) -> str:
 def test_min_version_tls13_refuses_a_tls12_only_client(
     start: Callable[..., Exporter], pki: Pki
 ) -> None:
-    exp = start(tls_section(pki, min_version="TLS13"), ssl_context=client_context(pki))
+    exp = start(tls_yaml(pki, min_version="TLS13"), ssl_context=client_context(pki))
     tls12_only = client_context(pki)
     tls12_only.maximum_version = ssl.TLSVersion.TLSv1_2
     with pytest.raises(ssl.SSLError):
@@ -248,7 +238,7 @@ def test_min_version_tls13_refuses_a_tls12_only_client(
 
 
 def test_default_versions_accept_tls12_clients(start: Callable[..., Exporter], pki: Pki) -> None:
-    exp = start(tls_section(pki), ssl_context=client_context(pki))
+    exp = start(tls_yaml(pki), ssl_context=client_context(pki))
     tls12_only = client_context(pki)
     tls12_only.maximum_version = ssl.TLSVersion.TLSv1_2
     assert handshake(exp.port, tls12_only) == "TLSv1.2"

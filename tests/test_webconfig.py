@@ -9,7 +9,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from certs import Pki
+from certs import Pki, tls_yaml
 
 from ft_exporter import config, webconfig
 from ft_exporter.webconfig import BasicAuth, WebConfigError
@@ -26,16 +26,6 @@ def header(user: str, password: str) -> str:
 def write(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path
-
-
-def tls_yaml(pki: Pki, **extra: str) -> str:
-    lines = [
-        "tls_server_config:",
-        f"  cert_file: {pki.server_cert}",
-        f"  key_file: {pki.server_key}",
-        *(f"  {key}: {value}" for key, value in extra.items()),
-    ]
-    return "\n".join(lines) + "\n"
 
 
 # --- parse(): the file's own text --------------------------------------------------------
