@@ -19,11 +19,11 @@ from prometheus_client.process_collector import ProcessCollector
 from ft_exporter import __version__, config, logs
 from ft_exporter.client import FineTuneClient
 from ft_exporter.collector import CollectorSettings, FineTuneCollector
+from ft_exporter.http.server import ExporterHTTPServer, Limits, connection_cap, raise_fd_limit
 from ft_exporter.poller import Poller
 from ft_exporter.retry import RetryPolicy
 from ft_exporter.secret import Secret
 from ft_exporter.selfmetrics import ExporterMetrics
-from ft_exporter.server import ExporterHTTPServer
 
 log = logging.getLogger("ft_exporter")
 
@@ -92,6 +92,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     registry.register(FineTuneCollector(poller.state, settings))
 
+    before, fd_limit = raise_fd_limit()
+    if fd_limit != before:
+        log.info("raised the open-file limit from %d to %d", before, fd_limit)
+    max_connections = connection_cap(cfg.max_connections, fd_limit)
+    if max_connections < cfg.max_connections:
+        log.warning(
+            "--web.max-connections lowered from %d to %d to fit the open-file limit of %d",
+            cfg.max_connections,
+            max_connections,
+            fd_limit,
+        )
+    limits = Limits(
+        max_connections=max_connections,
+        read_header_timeout=cfg.read_header_timeout,
+        idle_timeout=cfg.idle_timeout,
+    )
     try:
         server = ExporterHTTPServer(
             (cfg.listen_host, cfg.listen_port),
@@ -100,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg.telemetry_path,
             web=cfg.web,
             auth_exempt=config.HEALTH_PATHS if cfg.health_no_auth else (),
+            limits=limits,
         )
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", cfg.listen_host, cfg.listen_port, exc.strerror)

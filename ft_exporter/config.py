@@ -26,6 +26,8 @@ from ft_exporter.secret import Secret
 DEFAULT_PORT = 10050
 DEFAULT_BASE_URL = "https://dashscope-intl.aliyuncs.com"
 API_KEY_ENV = "DASHSCOPE_API_KEY"
+#: Far above any real need; a typo of extra zeros is refused rather than obeyed.
+MAX_CONNECTIONS = 100_000
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_FORMATS = ("logfmt", "json")
 
@@ -120,6 +122,9 @@ class Config:
     web: webconfig.WebConfig = field(default_factory=webconfig.WebConfig)
     #: Serve /-/healthy and /-/ready without basic auth (TLS still applies).
     health_no_auth: bool = False
+    max_connections: int = 512
+    read_header_timeout: float = 10.0
+    idle_timeout: float = 300.0
 
 
 #: Endpoints that --web.health-no-auth exempts from basic auth.
@@ -156,6 +161,29 @@ _FLAGS: tuple[_Flag, ...] = (
         "FT_EXPORTER_WEB_CONFIG_FILE",
         "Prometheus exporter-toolkit web configuration (TLS, basic auth, headers); "
         "default: plain HTTP without auth",
+    ),
+    _Flag(
+        "web.max-connections",
+        "FT_EXPORTER_WEB_MAX_CONNECTIONS",
+        "most HTTP connections held at once; past it the oldest connection still waiting "
+        "for a request is closed (lowered to fit the open-file limit)",
+        "512",
+        int,
+    ),
+    _Flag(
+        "web.read-header-timeout",
+        "FT_EXPORTER_WEB_READ_HEADER_TIMEOUT",
+        "time a client gets to send a whole request head (and TLS handshake), however "
+        "slowly it trickles",
+        "10s",
+        parse_duration,
+    ),
+    _Flag(
+        "web.idle-timeout",
+        "FT_EXPORTER_WEB_IDLE_TIMEOUT",
+        "time a kept-alive connection may idle between requests",
+        "5m",
+        parse_duration,
     ),
     _Flag(
         "dashscope.base-url",
@@ -391,6 +419,15 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         raise ConfigError(f"--quota.limit must be at least 1, got {args.quota_limit}")
     if args.jobs_max_series < 0:
         raise ConfigError("--jobs.max-series must not be negative")
+    if not 1 <= args.web_max_connections <= MAX_CONNECTIONS:
+        raise ConfigError(
+            f"--web.max-connections must be between 1 and {MAX_CONNECTIONS}, "
+            f"got {args.web_max_connections}"
+        )
+    if not 0 < args.web_read_header_timeout <= 600:
+        raise ConfigError("--web.read-header-timeout must be positive and at most 10m")
+    if not 0 < args.web_idle_timeout <= 3600:
+        raise ConfigError("--web.idle-timeout must be positive and at most 1h")
     if args.log_level not in LOG_LEVELS:
         raise ConfigError(f"--log.level must be one of {', '.join(LOG_LEVELS)}")
     if args.log_format not in LOG_FORMATS:
@@ -453,6 +490,9 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         web_config_file=web_file,
         web=web,
         health_no_auth=args.web_health_no_auth,
+        max_connections=args.web_max_connections,
+        read_header_timeout=args.web_read_header_timeout,
+        idle_timeout=args.web_idle_timeout,
     )
 
 

@@ -493,20 +493,41 @@ class BasicAuth:
         self._cache_lock = threading.Lock()
         self._bcrypt_lock = threading.Lock()
 
-    def check(self, authorization: str | None) -> bool:
-        """True when the ``Authorization`` header names a user with the right password."""
+    def _lookup(self, authorization: str | None) -> tuple[bytes, bytes, bool, bytes] | None:
+        """(cache key, hash to check against, user known, password), or None when malformed."""
         credentials = parse_basic_authorization(authorization)
         if credentials is None:
-            return False
+            return None
         user_bytes, password = credentials
         stored = self._users.get(user_bytes.decode("utf-8", errors="surrogateescape"))
-        known = stored is not None
         hashed = stored if stored is not None else self._dummy
         digest = hashlib.sha256()
         for part in (user_bytes, hashed, password):
             digest.update(len(part).to_bytes(8, "big"))
             digest.update(part)
-        key = digest.digest()
+        return digest.digest(), hashed, stored is not None, password
+
+    def cached(self, authorization: str | None) -> bool | None:
+        """The answer without bcrypt when there is one (malformed, or seen before); else None.
+
+        Cheap enough for the server's event loop, so a scraper whose credentials
+        were checked once is never queued behind a flood of guesses.
+        """
+        found = self._lookup(authorization)
+        if found is None:
+            return False
+        with self._cache_lock:
+            cached = self._cache.get(found[0])
+            if cached is not None:
+                self._cache.move_to_end(found[0])
+            return cached
+
+    def check(self, authorization: str | None) -> bool:
+        """True when the ``Authorization`` header names a user with the right password."""
+        found = self._lookup(authorization)
+        if found is None:
+            return False
+        key, hashed, known, password = found
         with self._cache_lock:
             cached = self._cache.get(key)
             if cached is not None:

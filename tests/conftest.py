@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import resource
 import shutil
 import socket
 import ssl
@@ -119,14 +120,29 @@ class Process:
     """A child process whose output is kept in a file for assertions and debugging."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str] | None = None, log_path: Path | None = None
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        nofile: tuple[int, int] | None = None,
     ) -> None:
+        """``nofile``: the child's (soft, hard) open-file limit, as a careless host sets it."""
         self.args = args
         self.log_path = log_path or Path(os.devnull)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         full_env = {**os.environ, **(env or {})}
+
+        def limit_files() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
         self.proc = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=ROOT,
+            preexec_fn=limit_files if nofile is not None else None,
         )
 
     def output(self) -> str:
@@ -211,6 +227,7 @@ class Exporter(Process):
         *,
         ssl_context: ssl.SSLContext | None = None,
         auth: tuple[str, str] | None = None,
+        nofile: tuple[int, int] | None = None,
     ) -> None:
         self.port = free_port()
         self.ssl_context = ssl_context
@@ -221,6 +238,7 @@ class Exporter(Process):
             [exporter_exe(), f"--web.listen-address=127.0.0.1:{self.port}", *args],
             env=env,
             log_path=tmp / f"exporter-{self.port}.log",
+            nofile=nofile,
         )
         if wait_ready:
             wait_for(self._ready, what="exporter ready")

@@ -1,0 +1,1 @@
+"""The exporter's HTTP side: the server, and what each path answers."""

@@ -1,0 +1,183 @@
+"""What each path answers: metrics with content negotiation, the landing page, health.
+
+Knows nothing of sockets or connections: a :class:`Request` in, a :class:`Response`
+out, so every answer is testable without a server. Every header a client sends is
+hostile: negotiation never raises and never reflects a client's text into a header.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.openmetrics import exposition as om
+
+from ft_exporter import __version__
+
+log = logging.getLogger(__name__)
+
+TEXT = "text/plain; charset=utf-8"
+HTML = "text/html; charset=utf-8"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+#: Methods every path answers; anything else gets 405 with this list in ``Allow``.
+ALLOWED_METHODS = ("GET", "HEAD")
+#: A body this small gains nothing from gzip.
+MIN_GZIP_BYTES = 1024
+
+Encoder = Callable[[CollectorRegistry], bytes]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A parsed request head; header names lower-case, repeated headers joined by ``, ``."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name, "")
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str = TEXT
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _media_ranges(header: str) -> list[tuple[float, str, dict[str, str]]]:
+    """``Accept`` as (q, type, params), best first; malformed parts are skipped."""
+    ranges: list[tuple[float, int, str, dict[str, str]]] = []
+    for index, part in enumerate(header.split(",")):
+        kind, *raw_params = (p.strip() for p in part.split(";"))
+        params: dict[str, str] = {}
+        for raw in raw_params:
+            name, sep, val = raw.partition("=")
+            if sep:
+                params[name.strip().lower()] = val.strip().strip('"')
+        q = _quality(params.pop("q", "1"))
+        if kind and q > 0:
+            ranges.append((q, index, kind.lower(), params))
+    ranges.sort(key=lambda r: (-r[0], r[1]))
+    return [(q, kind, params) for q, _, kind, params in ranges]
+
+
+def _quality(text: str) -> float:
+    try:
+        q = float(text)
+    except ValueError:
+        return 0.0
+    return q if 0.0 <= q <= 1.0 else 0.0
+
+
+def negotiate(accept: str) -> tuple[Encoder, str]:
+    """OpenMetrics 1.0.0 when asked for it, else the classic text format.
+
+    Only versions this exporter produces are matched, so a crafted ``Accept``
+    (``version=x``, ``version=9.9``, an unknown escaping) gets the text format.
+    """
+    for _, kind, params in _media_ranges(accept):
+        version = params.get("version", "")
+        if kind == "application/openmetrics-text" and version in ("", "1.0.0"):
+            return om.generate_latest, OPENMETRICS
+        if kind in ("text/plain", "text/*", "*/*"):
+            break
+    return generate_latest, CONTENT_TYPE_PLAIN_0_0_4
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when ``gzip`` (or ``*``) is listed with a non-zero quality."""
+    best: dict[str, float] = {}
+    for part in accept_encoding.split(","):
+        coding, *raw_params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for raw in raw_params:
+            name, _, val = raw.partition("=")
+            if name.strip().lower() == "q":
+                q = _quality(val.strip())
+        if coding:
+            best[coding.lower()] = q
+    if "gzip" in best:
+        return best["gzip"] > 0
+    return best.get("*", 0.0) > 0
+
+
+LANDING = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>DashScope fine-tune exporter</title></head>
+<body>
+<h1>DashScope fine-tune exporter</h1>
+<p>Prometheus metrics for Alibaba Cloud Model Studio fine-tune jobs. Version {version}.</p>
+<ul>
+<li><a href="{metrics}">Metrics</a></li>
+<li><a href="/-/healthy">Health</a> (the process is alive)</li>
+<li><a href="/-/ready">Readiness</a> (a sweep has completed)</li>
+</ul>
+</body>
+</html>
+"""
+
+
+class Routes:
+    """Maps a request to its response; safe to call from several threads at once."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        ready: Callable[[], bool],
+        telemetry_path: str = "/metrics",
+    ) -> None:
+        self.registry = registry
+        self.ready = ready
+        self.telemetry_path = telemetry_path
+        self._render_errors_logged: set[str] = set()
+
+    def __call__(self, request: Request) -> Response:
+        if request.method not in ALLOWED_METHODS:
+            return Response(
+                405, b"Method not allowed\n", headers=[("Allow", ", ".join(ALLOWED_METHODS))]
+            )
+        path = request.path
+        if path == self.telemetry_path:
+            return self.metrics(request)
+        if path == "/":
+            page = LANDING.format(
+                version=html.escape(__version__), metrics=html.escape(self.telemetry_path)
+            )
+            return Response(200, page.encode(), HTML)
+        if path == "/-/healthy":
+            return Response(200, b"Healthy\n")
+        if path == "/-/ready":
+            if self.ready():
+                return Response(200, b"Ready\n")
+            return Response(503, b"Not ready: no sweep has completed yet\n")
+        return Response(404, b"Not found\n")
+
+    def metrics(self, request: Request) -> Response:
+        encoder, content_type = negotiate(request.header("accept"))
+        try:
+            body = encoder(self.registry)
+        except Exception as exc:  # a bug; tests feed hostile data so that none remains
+            self._log_render_error(exc)
+            return Response(500, b"Error rendering metrics\n")
+        headers = [("Vary", "Accept, Accept-Encoding")]
+        if len(body) >= MIN_GZIP_BYTES and accepts_gzip(request.header("accept-encoding")):
+            body = gzip.compress(body, compresslevel=5)
+            headers.append(("Content-Encoding", "gzip"))
+        return Response(200, body, content_type, headers)
+
+    def _log_render_error(self, exc: Exception) -> None:
+        """Once per kind of failure: a scraper retrying every 15 s must not flood the log."""
+        key = f"{type(exc).__name__}: {exc}"[:200]
+        if key in self._render_errors_logged:
+            return
+        if len(self._render_errors_logged) < 100:
+            self._render_errors_logged.add(key)
+        log.error("rendering metrics failed", exc_info=exc)
