@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 import urllib.request
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from datetime import timezone
 from typing import Any
 
 import pytest
-from conftest import Exporter, Simulator, require_tool, samples, wait_for
+from conftest import Exporter, Simulator, exporter_exe, require_tool, samples, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
@@ -26,8 +27,16 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from ft_exporter.collector import CollectorSettings, FineTuneCollector
+from ft_exporter import config
+from ft_exporter.collector import (
+    CollectorSettings,
+    FineTuneCollector,
+    JobState,
+    build_job_state,
+    select_aggregate_series,
+)
 from ft_exporter.model import (
+    DOCUMENTED_STATUSES,
     MAX_LABEL_CHARS,
     ExporterState,
     Job,
@@ -173,6 +182,7 @@ def test_hostile_text_renders_in_both_formats_with_exact_labels(
         families = list(text_string_to_metric_families(text))
         assert info_labels(families) == HOSTILE_INFO
         jobs = aggregate(families, "dashscope_finetune_jobs")
+        assert len(jobs) == 4 * 7 + 1  # four groups, PAUSED only where a job has it
         assert {k: v for k, v in jobs.items() if v} == HOSTILE_NONZERO
         assert (
             aggregate(families, "dashscope_finetune_usage_tokens")[
@@ -188,6 +198,7 @@ def test_hostile_text_renders_in_both_formats_with_exact_labels(
         assert info_labels(om_families) == HOSTILE_INFO
         om_jobs = aggregate(om_families, "dashscope_finetune_jobs")
         assert {k: v for k, v in om_jobs.items() if v} == HOSTILE_NONZERO
+        assert len(om_jobs) == 4 * 7 + 1
     finally:
         sim.stop()
 
@@ -355,3 +366,296 @@ def test_distinct_job_ids_never_merge(a: str, b: str) -> None:
         return
     assert (id_a == id_b) == (a.strip() == b.strip())
     assert len(id_a) <= MAX_LABEL_CHARS
+
+
+# --- the collector's own guard: jobs that did not come through parse_job -------------
+
+
+def make_job(n: int, status: str = "RUNNING", **fields: Any) -> Job:
+    values: dict[str, Any] = {
+        "job_id": f"ft-{n:03d}",
+        "job_name": f"name-{n}",
+        "status": status,
+        "model": "qwen3-8b",
+        "base_model": "qwen3-8b",
+        "training_type": "sft",
+        "finetuned_output": "",
+        "created": 1000.0 + n,
+        "ended": None,
+        "usage_tokens": 0,
+    }
+    values.update(fields)
+    return Job(**values)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.fixed_dictionaries({field: hostile_text for field in TEXT_FIELDS}))
+def test_collector_renders_jobs_built_without_the_parser(fields: dict[str, str]) -> None:
+    """The collector cleans again, so even a Job built with raw text renders."""
+    if not clean_text(fields["job_id"]):
+        fields["job_id"] = "ft-x"
+    job = make_job(1, **fields)
+    for families in render_both([job]):
+        [(job_id, labels)] = info_labels(families).items()
+        assert job_id == clean_text(fields["job_id"])
+        assert labels == {f: clean_text(fields[f]) for f in INFO_FIELDS if f != "job_id"}
+
+
+def test_one_unusable_job_is_left_out_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    jobs = (make_job(1), make_job(2, created="soon"), make_job(3, usage_tokens=float("nan")))
+    current: list[ExporterState] = []
+    registry = CollectorRegistry()
+    registry.register(
+        FineTuneCollector(lambda: current[0], CollectorSettings(), clock=lambda: 1000.0)
+    )
+    account = frozenset({("account", "default")})
+    for _ in range(3):  # three sweeps, each publishing a new snapshot, two scrapes each
+        current[:] = [ExporterState(Snapshot(jobs, 1000.0), up=True, last_success=1000.0)]
+        for _ in range(2):
+            got = samples(generate_latest(registry).decode())
+            info = [dict(k[1])["job_id"] for k in got if k[0] == "dashscope_finetune_job_info"]
+            assert info == ["ft-001"]
+            assert got[("dashscope_finetune_quota_used_jobs", account)] == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        "2 job(s) left out of the metrics, their values unusable (a bug): "
+        "ValueError: could not convert string to float: 'soon'"
+    ]
+
+
+# --- aggregate cardinality: the zero-fill rule and the cap ----------------------------
+
+DOC = len(DOCUMENTED_STATUSES)
+
+
+def sprawl(count: int = 200) -> tuple[Job, ...]:
+    """Like the simulator's sprawl scenario: each job its own model and undocumented status."""
+    return tuple(
+        make_job(i, f"STATUS_{i:03d}", model=f"model-{i:03d}", usage_tokens=i) for i in range(count)
+    )
+
+
+def job_state(jobs: tuple[Job, ...], **options: Any) -> tuple[JobState, dict[str, list[Any]]]:
+    built = build_job_state(Snapshot(jobs, taken_at=1000.0), CollectorSettings(**options))
+    by_name: dict[str, list[Any]] = {}
+    for family in built.families:
+        for sample in family.samples:
+            by_name.setdefault(sample.name, []).append(sample)
+    return built, by_name
+
+
+def test_zero_fill_documented_everywhere_other_statuses_only_where_seen() -> None:
+    jobs = (
+        make_job(1, "RUNNING", model="m1", usage_tokens=5),
+        make_job(2, "SUSPENDED", model="m1"),
+        make_job(3, "SUSPENDED", model="m1", usage_tokens=3),
+        make_job(4, "SUCCEEDED", model="m2", training_type="dpo", ended=1.0, usage_tokens=7),
+        make_job(5, "WEIRD", model="m2", training_type="dpo"),
+        make_job(6, "FAILED", model="m3", ended=1.0),
+    )
+    built, series = job_state(jobs)
+    assert built.dropped_series == 0
+    expected = {
+        (m, t, s)
+        for m, t in (("m1", "sft"), ("m2", "dpo"), ("m3", "sft"))
+        for s in DOCUMENTED_STATUSES
+    }
+    expected |= {("m1", "sft", "SUSPENDED"), ("m2", "dpo", "WEIRD")}
+    for name in ("dashscope_finetune_jobs", "dashscope_finetune_usage_tokens"):
+        keys = [
+            (s.labels["model"], s.labels["training_type"], s.labels["status"]) for s in series[name]
+        ]
+        assert len(keys) == 3 * 7 + 2 == len(set(keys))
+        assert set(keys) == expected
+    jobs_of = {
+        (s.labels["model"], s.labels["status"]): s.value for s in series["dashscope_finetune_jobs"]
+    }
+    assert jobs_of[("m1", "SUSPENDED")] == 2 and jobs_of[("m2", "WEIRD")] == 1
+    assert jobs_of[("m3", "PENDING")] == 0
+    tokens_of = {
+        (s.labels["model"], s.labels["status"]): s.value
+        for s in series["dashscope_finetune_usage_tokens"]
+    }
+    assert tokens_of[("m1", "SUSPENDED")] == 3 and tokens_of[("m2", "SUCCEEDED")] == 7
+    [dropped] = series["dashscope_finetune_aggregate_series_dropped"]
+    assert (dropped.labels, dropped.value) == ({"account": "default"}, 0)
+
+
+def test_sprawl_under_the_default_cap_is_linear() -> None:
+    built, series = job_state(sprawl(200))
+    # Was 200 x (7 + 200) = 41,400 series in each family.
+    assert len(series["dashscope_finetune_jobs"]) == 200 * (DOC + 1) == 1600
+    assert len(series["dashscope_finetune_usage_tokens"]) == 1600
+    assert built.dropped_series == 0
+
+
+@pytest.mark.parametrize(
+    ("cap", "groups", "extra", "dropped"),
+    [
+        (1600, 200, 200, 0),
+        (1599, 200, 199, 1),
+        (1000, 142, 6, 600),  # 142 x 7 = 994, 6 left for undocumented series
+        (7, 1, 0, 1593),
+    ],
+)
+def test_cap_keeps_whole_groups_in_rank_order(
+    cap: int, groups: int, extra: int, dropped: int
+) -> None:
+    built, series = job_state(sprawl(200), max_aggregate_series=cap)
+    jobs = series["dashscope_finetune_jobs"]
+    assert len(jobs) == len(series["dashscope_finetune_usage_tokens"]) == cap
+    assert built.dropped_series == dropped
+    [gauge] = series["dashscope_finetune_aggregate_series_dropped"]
+    assert gauge.value == dropped
+    # All groups rank alike (one active job each): by model name.
+    assert {s.labels["model"] for s in jobs} == {f"model-{i:03d}" for i in range(groups)}
+    assert sorted(
+        s.labels["status"] for s in jobs if s.labels["status"] not in DOCUMENTED_STATUSES
+    ) == [f"STATUS_{i:03d}" for i in range(extra)]
+
+
+def test_group_rank_active_first_then_more_jobs_then_name() -> None:
+    counts = {
+        ("a-ended", "sft", "SUCCEEDED"): 9,  # most jobs, but none active
+        ("b-big", "sft", "RUNNING"): 1,
+        ("b-big", "sft", "QUEUING"): 2,
+        ("c-one", "sft", "RUNNING"): 1,
+        ("d-one", "sft", "RUNNING"): 1,
+    }
+    active = {("b-big", "sft"), ("c-one", "sft"), ("d-one", "sft")}
+
+    def groups(cap: int) -> list[str]:
+        selected, _ = select_aggregate_series(counts, active, cap)
+        return sorted({model for model, _, _ in selected})
+
+    assert groups(7) == ["b-big"]
+    assert groups(14) == ["b-big", "c-one"]
+    assert groups(21) == ["b-big", "c-one", "d-one"]
+    assert groups(28) == ["a-ended", "b-big", "c-one", "d-one"]
+    assert select_aggregate_series(counts, active, 27)[1] == 7
+
+
+def test_undocumented_series_most_jobs_first_within_the_budget() -> None:
+    counts = {
+        ("m1", "sft", "RUNNING"): 5,
+        ("m1", "sft", "ODD_ONE"): 1,
+        ("m2", "sft", "RUNNING"): 1,
+        ("m2", "sft", "ODD_MANY"): 3,
+        ("m2", "sft", "ODD_TOO"): 3,
+    }
+    active = {("m1", "sft"), ("m2", "sft")}
+    selected, dropped = select_aggregate_series(counts, active, 2 * 7 + 2)
+    assert [key for key in selected if key[2].startswith("ODD")] == [
+        ("m2", "sft", "ODD_MANY"),
+        ("m2", "sft", "ODD_TOO"),
+    ]
+    assert dropped == 1
+    assert len(selected) == 16
+    # The same counts always select the same series, whatever their order.
+    again, _ = select_aggregate_series(dict(reversed(list(counts.items()))), active, 16)
+    assert again == selected
+
+
+def test_dropped_count_logged_when_it_changes_not_per_sweep(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ft_exporter.collector")
+    current: list[ExporterState] = []
+
+    def publish(jobs: tuple[Job, ...]) -> None:
+        current[:] = [ExporterState(Snapshot(jobs, 1000.0), up=True, last_success=1000.0)]
+
+    collector = FineTuneCollector(
+        lambda: current[0], CollectorSettings(max_aggregate_series=1000), clock=lambda: 1000.0
+    )
+    registry = CollectorRegistry()
+    registry.register(collector)
+    for jobs in (sprawl(200), sprawl(200), sprawl(200), sprawl(100), sprawl(200)):
+        publish(jobs)  # a new snapshot each time, as every sweep publishes
+        for _ in range(2):
+            generate_latest(registry)
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+    left_out = (
+        " aggregate series left out of dashscope_finetune_jobs and "
+        "dashscope_finetune_usage_tokens each: over --jobs.max-aggregate-series=1000"
+    )
+    assert messages == [
+        ("WARNING", "600" + left_out),
+        ("INFO", "no aggregate series left out any more"),
+        ("WARNING", "600" + left_out),
+    ]
+
+
+def sweeps(text: str) -> float:
+    got = samples(text).get(
+        ("dashscope_finetune_sweeps_total", frozenset({("account", "default")}))
+    )
+    return got or 0.0
+
+
+def test_sprawl_capped_in_the_real_process(
+    tmp_path: Any, exporter_factory: Callable[..., Exporter]
+) -> None:
+    sim = Simulator(tmp_path, scenario="sprawl")
+    try:
+        capped = exporter_factory(
+            [f"--dashscope.base-url={sim.url}", "--poll.interval=1s"],
+            env={"DASHSCOPE_API_KEY": sim.key, "FT_EXPORTER_JOBS_MAX_AGGREGATE_SERIES": "1000"},
+        )
+        default = exporter_factory(
+            [f"--dashscope.base-url={sim.url}", "--poll.interval=1h"],
+            env={"DASHSCOPE_API_KEY": sim.key},
+        )
+        # Scrape through several sweeps: each new snapshot is aggregated once.
+        wait_for(lambda: sweeps(capped.metrics()) >= 4, what="four sweeps")
+        text = capped.metrics()
+        got = samples(text)
+        for name in ("dashscope_finetune_jobs", "dashscope_finetune_usage_tokens"):
+            assert sum(1 for n, _ in got if n == name) == 1000
+        models = {dict(labels)["model"] for n, labels in got if n == "dashscope_finetune_jobs"}
+        assert models == {f"model-{i:03d}" for i in range(142)}
+        account = frozenset({("account", "default")})
+        assert got[("dashscope_finetune_aggregate_series_dropped", account)] == 600
+        assert got[("dashscope_finetune_quota_used_jobs", account)] == 200  # all still counted
+        warnings = [line for line in capped.output().splitlines() if "left out" in line]
+        assert len(warnings) == 1, capped.output()
+        assert "level=warn" in warnings[0]
+        assert 'msg="600 aggregate series left out' in warnings[0]
+
+        got = samples(default.metrics())
+        for name in ("dashscope_finetune_jobs", "dashscope_finetune_usage_tokens"):
+            assert sum(1 for n, _ in got if n == name) == 1600
+        assert got[("dashscope_finetune_aggregate_series_dropped", account)] == 0
+        assert "left out" not in default.output()
+    finally:
+        sim.stop()
+
+
+def test_max_aggregate_series_default_flag_and_env() -> None:
+    key = {"DASHSCOPE_API_KEY": "sk-not-used-0123456789"}
+    assert config.load([], key).max_aggregate_series == 2000
+    env = {**key, "FT_EXPORTER_JOBS_MAX_AGGREGATE_SERIES": "700"}
+    assert config.load([], env).max_aggregate_series == 700
+    assert config.load(["--jobs.max-aggregate-series=7"], env).max_aggregate_series == 7
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "6", "abc", "", "1e3", "2000 series"])
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_bad_max_aggregate_series_exits_2_with_one_line(bad: str, via: str) -> None:
+    env = {"PATH": "/usr/bin:/bin", "DASHSCOPE_API_KEY": "sk-not-used-0123456789"}
+    args = [exporter_exe(), "--web.listen-address=127.0.0.1:0"]
+    if via == "flag":
+        args.append(f"--jobs.max-aggregate-series={bad}")
+    else:
+        env["FT_EXPORTER_JOBS_MAX_AGGREGATE_SERIES"] = bad
+    result = subprocess.run(args, capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("ft-exporter: error: ")
+    assert "--jobs.max-aggregate-series" in line
+    if bad.lstrip("-").isdigit():
+        assert line == (
+            "ft-exporter: error: --jobs.max-aggregate-series must be at least 7 "
+            f"(one model's documented statuses), got {bad}"
+        )
