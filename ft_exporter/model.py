@@ -48,6 +48,8 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 _LINE_BREAKS = re.compile("[\t\n\v\f\r\x1c\x1d\x1e\x85\u2028\u2029]")
 # Every other C0 control, DEL and the C1 controls: NUL, escape sequences, bell.
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Anything the three above would change.
+_UNSAFE = re.compile("[\ud800-\udfff\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class JobParseError(ValueError):
@@ -99,6 +101,8 @@ def clean_text(text: str, limit: int = MAX_LABEL_CHARS) -> str:
     space; the result is stripped and, past ``limit`` characters, clipped to end
     in an ellipsis. Idempotent, so applying it twice changes nothing.
     """
+    if len(text) <= limit and text == text.strip() and not _UNSAFE.search(text):
+        return text  # the common case, met for every job on every sweep: keep it cheap
     text = _SURROGATES.sub(REPLACEMENT, text)
     text = _CONTROLS.sub(REPLACEMENT, _LINE_BREAKS.sub(" ", text)).strip()
     if len(text) > limit:
