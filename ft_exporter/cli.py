@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quota_limit=cfg.quota_limit,
         quota=cfg.quota,
         max_job_series=cfg.max_job_series,
+        max_aggregate_series=cfg.max_aggregate_series,
         max_staleness=cfg.max_staleness,
     )
     registry.register(FineTuneCollector(poller.state, settings))

@@ -7,16 +7,19 @@ so a scrape never calls the API and every value is testable.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ft_exporter.model import DOCUMENTED_STATUSES, ExporterState, Job, Snapshot
+from ft_exporter.model import DOCUMENTED_STATUSES, ExporterState, Job, Snapshot, clean_text
+
+log = logging.getLogger(__name__)
 
 PREFIX = "dashscope_finetune"
 GROUP_LABELS = ["account", "model", "training_type", "status"]
@@ -31,6 +34,10 @@ INFO_LABELS = [
     "finetuned_output",
 ]
 JOB_LABELS = ["account", "job_id"]
+
+#: Default of --jobs.max-aggregate-series: room for 285 (model, training type) groups
+#: of seven documented statuses; 2 x 2000 series with ordinary names are about 0.4 MB.
+DEFAULT_MAX_AGGREGATE_SERIES = 2000
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class CollectorSettings:
     quota_limit: int = 20
     quota: QuotaRule = field(default_factory=QuotaRule)
     max_job_series: int = 100
+    max_aggregate_series: int = DEFAULT_MAX_AGGREGATE_SERIES
     max_staleness: float = 900.0
 
 
@@ -80,6 +88,12 @@ def _job_state_families() -> dict[str, GaugeMetricFamily]:
             "usage_tokens",
             "Tokens consumed by fine-tune jobs (sum of the API's usage field).",
             GROUP_LABELS,
+        ),
+        "dropped": _gauge(
+            "aggregate_series_dropped",
+            "Series of dashscope_finetune_jobs (and as many of usage_tokens) left out of the "
+            "latest snapshot by --jobs.max-aggregate-series.",
+            ["account"],
         ),
         "quota_used": _gauge(
             "quota_used_jobs",
@@ -148,33 +162,116 @@ def select_job_series(jobs: Iterable[Job], cap: int) -> list[Job]:
     return (active + ended)[: max(cap, 0)]
 
 
-def job_state_metrics(snapshot: Snapshot, settings: CollectorSettings) -> list[Metric]:
-    """Aggregate one snapshot into the job-state families, zero-filled."""
+Group = tuple[str, str]  # (model, training_type)
+SeriesKey = tuple[str, str, str]  # (model, training_type, status)
+
+
+def select_aggregate_series(
+    counts: Mapping[SeriesKey, int], active: Set[Group], cap: int
+) -> tuple[list[SeriesKey], int]:
+    """The aggregate series to serve, at most ``cap``, and how many were left out.
+
+    Every (model, training_type) group gets the seven documented statuses (zero-
+    filled); any other status only where jobs have it. Groups are ranked: those
+    with an active job first, then more jobs first, then by model and training
+    type. The top ``cap // 7`` groups get their documented series; the budget left
+    goes to undocumented series of those groups, most jobs first, then by group
+    rank and status. The same snapshot always gives the same selection.
+    """
+    jobs_per_group: dict[Group, int] = defaultdict(int)
+    for (model, training_type, _), n in counts.items():
+        jobs_per_group[(model, training_type)] += n
+    ranked = sorted(jobs_per_group, key=lambda g: (g not in active, -jobs_per_group[g], g))
+    documented = len(DOCUMENTED_STATUSES)
+    kept = ranked[: max(cap, 0) // documented]
+    rank = {group: i for i, group in enumerate(kept)}
+    undocumented = [key for key in counts if key[2] not in DOCUMENTED_STATUSES]
+    others = sorted(
+        (key for key in undocumented if key[:2] in rank),
+        key=lambda key: (-counts[key], rank[key[:2]], key[2]),
+    )
+    extra: dict[Group, list[str]] = defaultdict(list)
+    for model, training_type, status in others[: max(cap - documented * len(kept), 0)]:
+        extra[(model, training_type)].append(status)
+    selected = [
+        (model, training_type, status)
+        for model, training_type in sorted(kept)
+        for status in (*DOCUMENTED_STATUSES, *sorted(extra[(model, training_type)]))
+    ]
+    return selected, documented * len(ranked) + len(undocumented) - len(selected)
+
+
+@dataclass(frozen=True)
+class JobState:
+    """The job-state families of one snapshot, and what was left out of them."""
+
+    families: list[Metric]
+    dropped_series: int = 0
+    skipped_jobs: int = 0
+    skip_reason: str = ""
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def checked_job(job: Job) -> Job:
+    """The job with every label value cleaned and every number a number.
+
+    model.parse_job already guarantees this; checking again (cleaning is
+    idempotent) means a job built any other way cannot fail the scrape.
+    Raises when a value cannot be made usable.
+    """
+    return Job(
+        job_id=clean_text(job.job_id),
+        job_name=clean_text(job.job_name),
+        status=clean_text(job.status),
+        model=clean_text(job.model),
+        base_model=clean_text(job.base_model),
+        training_type=clean_text(job.training_type),
+        finetuned_output=clean_text(job.finetuned_output),
+        created=_number(job.created),
+        ended=_number(job.ended),
+        usage_tokens=int(job.usage_tokens),
+    )
+
+
+def build_job_state(snapshot: Snapshot, settings: CollectorSettings) -> JobState:
+    """Aggregate one snapshot into the job-state families, zero-filled and capped.
+
+    A job whose values cannot be made renderable (a bug upstream) is left out and
+    counted, so it cannot fail the whole scrape.
+    """
     fams = _job_state_families()
     account = settings.account
-    counts: dict[tuple[str, str, str], int] = defaultdict(int)
-    tokens: dict[tuple[str, str, str], int] = defaultdict(int)
-    groups: set[tuple[str, str]] = set()
-    statuses: set[str] = set(DOCUMENTED_STATUSES)
+    jobs: list[Job] = []
+    skipped: list[str] = []
+    for raw in snapshot.jobs:
+        try:
+            jobs.append(checked_job(raw))
+        except Exception as exc:
+            skipped.append(clean_text(f"{type(exc).__name__}: {exc}", 200))
+    counts: dict[SeriesKey, int] = defaultdict(int)
+    tokens: dict[SeriesKey, int] = defaultdict(int)
+    active: set[Group] = set()
     quota_used = 0
-    for job in snapshot.jobs:
+    for job in jobs:
         key = (job.model, job.training_type, job.status)
         counts[key] += 1
         tokens[key] += job.usage_tokens
-        groups.add((job.model, job.training_type))
-        statuses.add(job.status)
+        if not job.terminal:
+            active.add((job.model, job.training_type))
         if settings.quota.counts(job.status):
             quota_used += 1
-    ordered_statuses = list(DOCUMENTED_STATUSES) + sorted(statuses - set(DOCUMENTED_STATUSES))
-    for model, training_type in sorted(groups):
-        for status in ordered_statuses:
-            key = (model, training_type, status)
-            labels = [account, model, training_type, status]
-            fams["jobs"].add_metric(labels, counts.get(key, 0))
-            fams["usage"].add_metric(labels, tokens.get(key, 0))
+    selected, dropped = select_aggregate_series(counts, active, settings.max_aggregate_series)
+    for key in selected:
+        labels = [account, *key]
+        fams["jobs"].add_metric(labels, counts.get(key, 0))
+        fams["usage"].add_metric(labels, tokens.get(key, 0))
+    fams["dropped"].add_metric([account], dropped)
     fams["quota_used"].add_metric([account], quota_used)
     fams["malformed"].add_metric([account], snapshot.malformed_jobs)
-    for job in select_job_series(snapshot.jobs, settings.max_job_series):
+    for job in select_job_series(jobs, settings.max_job_series):
         ids = [account, job.job_id]
         fams["info"].add_metric(
             [
@@ -194,7 +291,7 @@ def job_state_metrics(snapshot: Snapshot, settings: CollectorSettings) -> list[M
         if job.terminal and job.ended is not None:
             fams["ended"].add_metric(ids, job.ended)
         fams["job_usage"].add_metric(ids, job.usage_tokens)
-    return list(fams.values())
+    return JobState(list(fams.values()), dropped, len(skipped), skipped[0] if skipped else "")
 
 
 def status_metrics(state: ExporterState, settings: CollectorSettings) -> list[Metric]:
@@ -234,6 +331,8 @@ class FineTuneCollector(Collector):
         self._clock = clock
         self._lock = threading.Lock()
         self._cached: tuple[Snapshot | None, list[Metric]] = (None, [])
+        self._dropped_logged = 0
+        self._skipped_logged = 0
 
     def describe(self) -> Iterator[Metric]:
         yield from _job_state_families().values()
@@ -243,9 +342,34 @@ class FineTuneCollector(Collector):
         with self._lock:
             cached_snapshot, families = self._cached
             if cached_snapshot is not snapshot:
-                families = job_state_metrics(snapshot, self.settings)
+                built = build_job_state(snapshot, self.settings)
+                self._log_changes(built)
+                families = built.families
                 self._cached = (snapshot, families)
             return families
+
+    def _log_changes(self, built: JobState) -> None:
+        """Say when what was left out changes, not on every sweep or scrape."""
+        if built.dropped_series != self._dropped_logged:
+            self._dropped_logged = built.dropped_series
+            if built.dropped_series:
+                log.warning(
+                    "%d aggregate series left out of dashscope_finetune_jobs and "
+                    "dashscope_finetune_usage_tokens each: over "
+                    "--jobs.max-aggregate-series=%d",
+                    built.dropped_series,
+                    self.settings.max_aggregate_series,
+                )
+            else:
+                log.info("no aggregate series left out any more")
+        if built.skipped_jobs != self._skipped_logged:
+            self._skipped_logged = built.skipped_jobs
+            if built.skipped_jobs:
+                log.error(
+                    "%d job(s) left out of the metrics, their values unusable (a bug): %s",
+                    built.skipped_jobs,
+                    built.skip_reason,
+                )
 
     def collect(self) -> Iterator[Metric]:
         state = self._state()

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from ft_exporter import __version__, webconfig
 from ft_exporter.client import normalise_base_url
-from ft_exporter.collector import QuotaRule
+from ft_exporter.collector import DEFAULT_MAX_AGGREGATE_SERIES, QuotaRule
 from ft_exporter.model import DOCUMENTED_STATUSES, normalise_status, parse_timezone
 from ft_exporter.secret import Secret
 
@@ -115,6 +115,7 @@ class Config:
     quota_limit: int = 20
     quota: QuotaRule = field(default_factory=QuotaRule)
     max_job_series: int = 100
+    max_aggregate_series: int = DEFAULT_MAX_AGGREGATE_SERIES
     log_level: str = "info"
     log_format: str = "logfmt"
     demo: bool = False
@@ -299,6 +300,14 @@ _FLAGS: tuple[_Flag, ...] = (
         "100",
         int,
     ),
+    _Flag(
+        "jobs.max-aggregate-series",
+        "FT_EXPORTER_JOBS_MAX_AGGREGATE_SERIES",
+        "most series of dashscope_finetune_jobs (and of usage_tokens), at least 7; "
+        "groups with active jobs, then with more jobs, are kept first",
+        str(DEFAULT_MAX_AGGREGATE_SERIES),
+        int,
+    ),
     _Flag("log.level", "FT_EXPORTER_LOG_LEVEL", "one of " + ", ".join(LOG_LEVELS), "info"),
     _Flag("log.format", "FT_EXPORTER_LOG_FORMAT", "one of " + ", ".join(LOG_FORMATS), "logfmt"),
 )
@@ -428,6 +437,11 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         raise ConfigError("--web.read-header-timeout must be positive and at most 10m")
     if not 0 < args.web_idle_timeout <= 3600:
         raise ConfigError("--web.idle-timeout must be positive and at most 1h")
+    if args.jobs_max_aggregate_series < len(DOCUMENTED_STATUSES):
+        raise ConfigError(
+            f"--jobs.max-aggregate-series must be at least {len(DOCUMENTED_STATUSES)} "
+            f"(one model's documented statuses), got {args.jobs_max_aggregate_series}"
+        )
     if args.log_level not in LOG_LEVELS:
         raise ConfigError(f"--log.level must be one of {', '.join(LOG_LEVELS)}")
     if args.log_format not in LOG_FORMATS:
@@ -484,6 +498,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         quota_limit=args.quota_limit,
         quota=args.quota_statuses,
         max_job_series=args.jobs_max_series,
+        max_aggregate_series=args.jobs_max_aggregate_series,
         log_level=args.log_level,
         log_format=args.log_format,
         demo=args.demo,

@@ -7,6 +7,7 @@ rejects only a job it cannot identify.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,21 @@ _OFFSET_RE = re.compile(r"^(?:UTC)?([+-])(\d{1,2})(?::?(\d{2}))?$")
 
 #: Training type and status placeholders when the API omits them.
 UNKNOWN = "unknown"
+
+#: Longest text taken from the API into a label value, in characters (job ids included).
+MAX_LABEL_CHARS = 256
+#: Ends a value clipped to MAX_LABEL_CHARS, so a clipped value reads as one.
+CLIPPED = "\u2026"
+#: Stands in for what cannot or should not be shown: a lone surrogate, a control character.
+REPLACEMENT = "\ufffd"
+# Lone surrogates (valid JSON: "\udc80") cannot be encoded as UTF-8 and fail a whole scrape.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# What str.splitlines() breaks on, and tab: read as a space, so a label stays one line.
+_LINE_BREAKS = re.compile("[\t\n\v\f\r\x1c\x1d\x1e\x85\u2028\u2029]")
+# Every other C0 control, DEL and the C1 controls: NUL, escape sequences, bell.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Anything the three above would change.
+_UNSAFE = re.compile("[\ud800-\udfff\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class JobParseError(ValueError):
@@ -78,11 +94,28 @@ def parse_timezone(value: str) -> tzinfo:
         raise ValueError(f"unknown timezone: {value!r}") from exc
 
 
+def clean_text(text: str, limit: int = MAX_LABEL_CHARS) -> str:
+    """Make text from the API safe as a label value: renderable, one line, bounded.
+
+    Lone surrogates and control characters become U+FFFD, line breaks and tabs a
+    space; the result is stripped and, past ``limit`` characters, clipped to end
+    in an ellipsis. Idempotent, so applying it twice changes nothing.
+    """
+    if len(text) <= limit and text == text.strip() and not _UNSAFE.search(text):
+        return text  # the common case, met for every job on every sweep: keep it cheap
+    text = _SURROGATES.sub(REPLACEMENT, text)
+    text = _CONTROLS.sub(REPLACEMENT, _LINE_BREAKS.sub(" ", text)).strip()
+    if len(text) > limit:
+        return text[: limit - 1] + CLIPPED
+    return text
+
+
 def normalise_status(raw: object) -> str:
     """Upper-case a status and map known misspellings; unknown statuses pass through."""
-    if not isinstance(raw, str) or not raw.strip():
+    # Cleaned after upper(), which can lengthen text ("\u00df" becomes "SS").
+    status = clean_text(raw.upper()) if isinstance(raw, str) else ""
+    if not status:
         return UNKNOWN.upper()
-    status = raw.strip().upper()
     return _STATUS_ALIASES.get(status, status)
 
 
@@ -126,12 +159,32 @@ def parse_learning_rate(raw: object) -> float | None:
     return None
 
 
-def _text(raw: object, default: str = "") -> str:
+def _raw_text(raw: object) -> str:
+    """A string or number from the API as text, uncleaned; anything else as empty."""
     if isinstance(raw, str):
         return raw.strip()
     if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return str(raw)
-    return default
+        return str(raw)  # JSON integers can run to thousands of digits: cleaned after
+    return ""
+
+
+def _text(raw: object) -> str:
+    return clean_text(_raw_text(raw))
+
+
+def _job_id(raw: object) -> str:
+    """The job's id as a label value; distinct ids from the API stay distinct.
+
+    An id that cleaning would change (too long, control characters, lone
+    surrogates) is cleaned, clipped and suffixed with a digest of the original,
+    so two such ids never merge into one job and the id is the same every sweep.
+    """
+    text = _raw_text(raw)
+    cleaned = clean_text(text)
+    if cleaned == text:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{clean_text(text, MAX_LABEL_CHARS - len(digest) - 1)}~{digest}"
 
 
 def _tokens(raw: object) -> int:
@@ -154,11 +207,13 @@ def parse_job(raw: Any, tz: tzinfo) -> Job:
     """Build a :class:`Job` from one element of ``output.jobs``.
 
     Only a missing or empty ``job_id`` is fatal (the job could not be told apart
-    from others); every other field falls back to a neutral value.
+    from others); every other field falls back to a neutral value. Every text
+    field is cleaned here (:func:`clean_text`), so no value the API sends can
+    fail a scrape.
     """
     if not isinstance(raw, Mapping):
         raise JobParseError(f"job is a {type(raw).__name__}, not an object")
-    job_id = _text(raw.get("job_id"))
+    job_id = _job_id(raw.get("job_id"))
     if not job_id:
         raise JobParseError("job has no job_id")
     model = _text(raw.get("model")) or _text(raw.get("base_model")) or UNKNOWN
@@ -168,7 +223,7 @@ def parse_job(raw: Any, tz: tzinfo) -> Job:
         status=normalise_status(raw.get("status")),
         model=model,
         base_model=_text(raw.get("base_model")) or model,
-        training_type=_text(raw.get("training_type")).lower() or "sft",
+        training_type=clean_text(_raw_text(raw.get("training_type")).lower()) or "sft",
         finetuned_output=_text(raw.get("finetuned_output")),
         created=parse_time(raw.get("create_time"), tz),
         ended=parse_time(raw.get("end_time"), tz),

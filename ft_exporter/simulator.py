@@ -10,6 +10,10 @@ through a small control API under ``/_sim/``:
 - ``POST /_sim/jobs``    ``{"jobs": [...]}`` adds jobs (API-shaped), ``{"fill_quota": 20}``
   adds SUCCEEDED jobs until that many jobs count against the limit
 
+Scenarios: ``demo`` (jobs come and go), ``static`` (a fixed account for exact
+tests), ``empty``, ``hostile`` (text fields hostile to the exposition format) and
+``sprawl`` (200 models, each with its own undocumented status).
+
 Run on its own: ``python -m ft_exporter.simulator --port 8080 --key sk-demo``.
 """
 
@@ -54,6 +58,7 @@ FAULT_MODES = (
     "bad_utf8",  # 200 whose body is not valid UTF-8
 )
 HUGE_BYTES = 50 * 1024 * 1024
+SCENARIOS = ("demo", "static", "empty", "hostile", "sprawl")
 
 
 @dataclass
@@ -211,6 +216,73 @@ def static_jobs() -> list[SimJob]:
     return jobs
 
 
+#: Ten KiB of text, for a job field far longer than any label should be.
+TEN_KIB = "0123456789" * 1024
+
+
+def hostile_jobs() -> list[SimJob]:
+    """Jobs whose text fields are valid JSON but hostile to an exposition format.
+
+    Lone surrogates, quotes, backslashes, line breaks, NUL and other controls,
+    10 KiB values, emoji and bidi marks, in every text field, job_id included.
+    Expected labels are spelt out in tests/test_hostile_data.py; change both together.
+    """
+    e = "2024-10-30 10:00:00"
+    return [
+        _static("ft-h01", "qwen3-8b", "sft", "RUNNING", job_name="x \udc80"),
+        _static(
+            "ft-h02",
+            "m \ud800 high",
+            "sft",
+            "RUNNING",
+            job_name='say "hi" C:\\new\\table \\x41 \\u12 \\"} 1\n# EOF \\',
+        ),
+        _static(
+            "ft-h03",
+            "qwen3-8b",
+            "SFT\x00",
+            "SUCCEEDED",
+            10,
+            ended=e,
+            job_name="line1\nline2\r\nline3\rend\tTab",
+            finetuned_output="nul\x00 bel\x07 esc\x1b[31m del\x7f c1\x85\x9b",
+        ),
+        _static(
+            "ft-h04",
+            "qwen3-8b",
+            "sft",
+            "paused\u2028\x00 \udc80",
+            job_name="para\u2028graph\u2029end\x1c",
+        ),
+        _static("ft-h05", TEN_KIB, "sft", "RUNNING", job_name=TEN_KIB, finetuned_output=TEN_KIB),
+        _static(
+            "ft-h06",
+            "qwen3-8b",
+            "sft",
+            "RUNNING",
+            job_name="\U0001f680 tune \U0001f469\u200d\U0001f52c",
+            base_model="\u202eevil\u202c \u200fRTL\u200e",
+        ),
+        # Ids that cleaning alone would merge or bloat: each must stay one distinct job.
+        _static("ft-dup\x01", "qwen3-8b", "sft", "RUNNING"),
+        _static("ft-dup\x02", "qwen3-8b", "sft", "RUNNING"),
+        _static("ft-\udc80", "qwen3-8b", "sft", "RUNNING"),
+        _static(TEN_KIB, "qwen3-8b", "sft", "RUNNING", job_name="long-id"),
+    ]
+
+
+def sprawl_jobs(count: int = 200) -> list[SimJob]:
+    """``count`` jobs, each of its own model and its own undocumented status.
+
+    The worst case for aggregate cardinality: before the cap, every status was
+    zero-filled for every model (count x (count + 7) series).
+    """
+    return [
+        _static(f"ft-sprawl-{i:03d}", f"model-{i:03d}", "sft", f"STATUS_{i:03d}", i)
+        for i in range(count)
+    ]
+
+
 def demo_jobs(now: float, rng: random.Random) -> list[SimJob]:
     """A lived-in account: ended history from past days plus jobs in flight."""
     day = 86400.0
@@ -284,6 +356,10 @@ class SimulatedAccount:
             self.jobs = static_jobs()
         elif scenario == "empty":
             self.jobs = []
+        elif scenario == "hostile":
+            self.jobs = hostile_jobs()
+        elif scenario == "sprawl":
+            self.jobs = sprawl_jobs()
         elif scenario == "demo":
             self.jobs = demo_jobs(now, self._rng)
         else:
@@ -629,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--key", default="sk-simulator", help="the only API key accepted")
-    parser.add_argument("--scenario", choices=("demo", "static", "empty"), default="demo")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="demo")
     parser.add_argument(
         "--new-job-every", type=float, default=120.0, help="demo: seconds between new jobs"
     )

@@ -25,16 +25,17 @@ NONZERO: dict[Key, tuple[int, int]] = {
     ("qwen2.5-7b-instruct", "cpt", "RUNNING"): (1, 0),
 }
 GROUPS = sorted({(m, t) for m, t, _ in NONZERO})
-STATUSES = (*DOCUMENTED_STATUSES, "SUSPENDED")
+#: Every group has the seven documented statuses; SUSPENDED only the group with such a job.
+SERIES = sorted(
+    {(m, t, s) for m, t in GROUPS for s in DOCUMENTED_STATUSES}
+    | {key for key in NONZERO if key[2] not in DOCUMENTED_STATUSES}
+)
+assert len(SERIES) == 5 * 7 + 1
 
 
 def expected_job_counts() -> dict[Key, float]:
-    return {
-        (m, t, s): float(NONZERO.get((m, t, s), (0, 0))[0]) for m, t in GROUPS for s in STATUSES
-    }
+    return {key: float(NONZERO.get(key, (0, 0))[0]) for key in SERIES}
 
 
 def expected_usage_tokens() -> dict[Key, float]:
-    return {
-        (m, t, s): float(NONZERO.get((m, t, s), (0, 0))[1]) for m, t in GROUPS for s in STATUSES
-    }
+    return {key: float(NONZERO.get(key, (0, 0))[1]) for key in SERIES}
