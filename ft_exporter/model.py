@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -80,7 +80,7 @@ def parse_timezone(value: str) -> tzinfo:
     """Read ``UTC``, ``+08:00``, ``-0530``, ``UTC+8`` or an IANA name such as ``Asia/Shanghai``."""
     text = value.strip()
     if text.upper() in ("UTC", "Z", "GMT"):
-        return timezone.utc
+        return UTC
     match = _OFFSET_RE.match(text.upper())
     if match:
         sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)

@@ -41,7 +41,7 @@ def _name(common_name: str) -> x509.Name:
 
 def _ca(common_name: str) -> tuple[x509.Certificate, Key]:
     key = _key()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
@@ -79,7 +79,7 @@ def _leaf(
     sans: list[x509.GeneralName],
 ) -> tuple[x509.Certificate, Key]:
     key = _key()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))

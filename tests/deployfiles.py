@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -18,11 +19,6 @@ from typing import Any
 import dockerfile
 import yaml
 from conftest import ROOT, require_tool
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 K8S = ROOT / "deploy" / "kubernetes"

@@ -12,7 +12,7 @@ import logging
 import subprocess
 import urllib.request
 from collections.abc import Callable
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -275,24 +275,24 @@ def test_clean_text(raw: str, cleaned: str) -> None:
 
 def test_issue_json_parses_to_a_safe_job() -> None:
     raw = json.loads('{"job_id": "ft-1", "job_name": "x \\udc80", "status": "run\\u0000ning"}')
-    job = parse_job(raw, timezone.utc)
+    job = parse_job(raw, UTC)
     assert (job.job_id, job.job_name, job.status) == ("ft-1", "x \ufffd", "RUN\ufffdNING")
 
 
 def test_status_cleaned_after_upper_case_and_aliases_still_apply() -> None:
-    assert parse_job({"job_id": "a", "status": " succeed\n"}, timezone.utc).status == "SUCCEEDED"
-    assert parse_job({"job_id": "a", "status": "\u2028\x0b"}, timezone.utc).status == "UNKNOWN"
+    assert parse_job({"job_id": "a", "status": " succeed\n"}, UTC).status == "SUCCEEDED"
+    assert parse_job({"job_id": "a", "status": "\u2028\x0b"}, UTC).status == "UNKNOWN"
     # "\u00df".upper() is "SS": cleaned after upper-casing, the status is still bounded.
-    long = parse_job({"job_id": "a", "status": "\u00df" * 200}, timezone.utc).status
+    long = parse_job({"job_id": "a", "status": "\u00df" * 200}, UTC).status
     assert long == "S" * 255 + "\u2026"
-    assert parse_job({"job_id": "a", "training_type": "\u0130" * 200}, timezone.utc)
-    tt = parse_job({"job_id": "a", "training_type": "\u0130" * 200}, timezone.utc).training_type
+    assert parse_job({"job_id": "a", "training_type": "\u0130" * 200}, UTC)
+    tt = parse_job({"job_id": "a", "training_type": "\u0130" * 200}, UTC).training_type
     assert len(tt) == MAX_LABEL_CHARS and tt.endswith("\u2026")
 
 
 def test_job_ids_stay_distinct_and_stable() -> None:
     def job_id(raw: Any) -> str:
-        return parse_job({"job_id": raw}, timezone.utc).job_id
+        return parse_job({"job_id": raw}, UTC).job_id
 
     assert job_id("ft-202410291653-a8f2") == "ft-202410291653-a8f2"  # clean ids are untouched
     assert job_id(" ft-1 ") == "ft-1"
@@ -308,7 +308,7 @@ def test_job_ids_stay_distinct_and_stable() -> None:
     assert job_id("x" * 256) == "x" * 256
     assert job_id(a) == job_id(a)  # the same id every sweep
     with pytest.raises(JobParseError):
-        parse_job({"job_id": " \u2028 "}, timezone.utc)
+        parse_job({"job_id": " \u2028 "}, UTC)
 
 
 # --- properties: any text in any field renders and parses back --------------------------
@@ -340,7 +340,7 @@ def test_any_text_in_every_field_renders_and_parses_back(raws: list[dict[str, An
     jobs: dict[str, Job] = {}
     for raw in raws:
         try:
-            job = parse_job(raw, timezone.utc)
+            job = parse_job(raw, UTC)
         except JobParseError:
             continue
         jobs[job.job_id] = job  # de-duplicated by id, as the client does
@@ -360,8 +360,8 @@ def test_any_text_in_every_field_renders_and_parses_back(raws: list[dict[str, An
 @given(hostile_text, hostile_text)
 def test_distinct_job_ids_never_merge(a: str, b: str) -> None:
     try:
-        id_a = parse_job({"job_id": a}, timezone.utc).job_id
-        id_b = parse_job({"job_id": b}, timezone.utc).job_id
+        id_a = parse_job({"job_id": a}, UTC).job_id
+        id_b = parse_job({"job_id": b}, UTC).job_id
     except JobParseError:
         return
     assert (id_a == id_b) == (a.strip() == b.strip())
