@@ -1,9 +1,16 @@
-"""Structured logging (logfmt or JSON) that cannot leak the API key."""
+"""Structured logging (logfmt or JSON) that cannot leak the API key or be forged.
+
+Messages carry text that clients and the API control (request lines, error
+messages), so both formats escape every character that could start a new line,
+drive the terminal of whoever reads the log, or reorder what it shows: each
+record is one physical line of printable text, whatever went into it.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import TextIO
@@ -42,11 +49,30 @@ class RedactFilter(logging.Filter):
         return True
 
 
+#: Never written raw, besides the C0 controls: DEL, C1 controls (U+0085 and U+009B
+#: included), the bidirectional controls (U+061C, U+200E/F, U+202A-E, U+2066-9), the line
+#: and paragraph separators U+2028/9 and lone surrogates (from bytes that were not UTF-8).
+_UNSAFE_ABOVE_C0 = r"\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = r"\x00-\x1f" + _UNSAFE_ABOVE_C0
+#: What a logfmt value escapes: the unsafe characters, the quote and the backslash.
+_LOGFMT_ESCAPED = re.compile(rf'[{_UNSAFE}"\\]')
+#: What makes a logfmt value need quotes: the above, a space or an equals sign.
+_LOGFMT_QUOTED = re.compile(rf'[{_UNSAFE}"\\ =]')
+#: What json.dumps(ensure_ascii=False) leaves raw: it escapes the C0 controls itself.
+_JSON_RAW = re.compile(rf"[{_UNSAFE_ABOVE_C0}]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"', "\\": "\\\\"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    """JSON's escapes (``\\n``, ``\\u001b``), which logfmt readers such as go-logfmt decode."""
+    char = match.group()
+    return _SHORT_ESCAPES.get(char) or f"\\u{ord(char):04x}"
+
+
 def _logfmt_value(value: str) -> str:
-    if value and not any(ch in value for ch in ' ="\\\n\t'):
+    if value and not _LOGFMT_QUOTED.search(value):
         return value
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+    return '"' + _LOGFMT_ESCAPED.sub(_escape, value) + '"'
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -76,7 +102,8 @@ class LogfmtFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(_fields(record, self), ensure_ascii=False)
+        # Non-ASCII stays readable; json.dumps already escapes C0 controls, the rest is ours.
+        return _JSON_RAW.sub(_escape, json.dumps(_fields(record, self), ensure_ascii=False))
 
 
 def setup(level: str, fmt: str, secrets: list[str], stream: TextIO = sys.stderr) -> None:

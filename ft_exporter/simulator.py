@@ -5,7 +5,8 @@ model filter, Bearer key check) and lets a test switch faults on and off
 through a small control API under ``/_sim/``:
 
 - ``GET  /_sim/stats``   request counters (``{"requests": N, "list_requests": N}``)
-- ``POST /_sim/fault``   ``{"mode": "throttle", "count": 3, "delay": 2, "retry_after": "1"}``
+- ``POST /_sim/fault``   ``{"mode": "throttle", "count": 3, "delay": 2, "retry_after": "1"}``;
+  ``"message"`` replaces the error message of ``throttle``, ``error500`` and ``bad_key``
 - ``DELETE /_sim/fault`` back to healthy
 - ``POST /_sim/jobs``    ``{"jobs": [...]}`` adds jobs (API-shaped), ``{"fill_quota": 20}``
   adds SUCCEEDED jobs until that many jobs count against the limit
@@ -29,7 +30,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -324,6 +325,7 @@ class Fault:
     count: int | None = None  # requests left to affect; None = until cleared
     delay: float = 0.0
     retry_after: str | None = None
+    message: str | None = None  # the API's error message, to test what reaches the log
 
 
 class SimulatedAccount:
@@ -453,7 +455,7 @@ class SimulatedAccount:
                 fault.count -= 1
                 if fault.count <= 0:
                     self.fault = Fault()
-            return Fault(fault.mode, fault.count, fault.delay, fault.retry_after)
+            return replace(fault)
 
 
 class SimulatorServer(ThreadingHTTPServer):
@@ -554,7 +556,8 @@ class _Handler(BaseHTTPRequestHandler):
         fault = account.take_fault()
         authorized = self.headers.get("Authorization") == f"Bearer {self.server.key}"
         if fault.mode == "bad_key" or not authorized:
-            self._error(401, "InvalidApiKey", "Invalid API-key provided.")
+            message = fault.message if fault.mode == "bad_key" else None
+            self._error(401, "InvalidApiKey", message or "Invalid API-key provided.")
             return
         if fault.delay or fault.mode == "slow":
             time.sleep(fault.delay)
@@ -595,9 +598,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _faulted(self, fault: Fault) -> bool:
         headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
         if fault.mode == "throttle":
-            self._error(429, "Throttling", "Too many requests, please retry later.", headers)
+            message = fault.message or "Too many requests, please retry later."
+            self._error(429, "Throttling", message, headers)
         elif fault.mode == "error500":
-            self._error(500, "InternalError", "Internal server error!")
+            self._error(500, "InternalError", fault.message or "Internal server error!")
         elif fault.mode == "truncated":
             self._raw(
                 200, b'{"request_id": "sim-trunc", "output": {"page_no": 1, "jo', "application/json"
@@ -661,7 +665,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             with account._lock:
                 account.fault = Fault(
-                    mode, body.get("count"), float(body.get("delay", 0)), body.get("retry_after")
+                    mode,
+                    body.get("count"),
+                    float(body.get("delay", 0)),
+                    body.get("retry_after"),
+                    body.get("message"),
                 )
             self._json(200, {"fault": mode})
         elif path == "/_sim/jobs":

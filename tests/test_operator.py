@@ -1,0 +1,197 @@
+"""What an operator runs into: the log, signals, on/off variables, the port and basic auth.
+
+Log lines must stay one record each and free of control characters whatever a client or
+the API sends (issue 8, item 7); SIGHUP must not kill the exporter (13); every boolean
+variable follows one rule (14); the default port must not be a registered one (15); and
+basic-auth users with different bcrypt costs must at least be warned about (16).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import sys
+import unicodedata
+from collections.abc import Callable
+
+import pytest
+from conftest import Exporter, Simulator, http_get, wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ft_exporter import logs
+
+# --- 7. Log injection ------------------------------------------------------------------
+
+#: Strings that must not reach a log line raw, by what they would do there.
+HOSTILE = {
+    "ESC colour": "\x1b[31mRED\x1b[0m",
+    "bare CR": "ok\rts=0 level=error msg=forged",
+    "newline": "ok\nts=0 level=error msg=forged",
+    "NUL": "a\x00b",
+    "DEL": "a\x7fb",
+    "C1 NEL 0x85": "a\x85b",
+    "C1 CSI 0x9b": "\x9b31mRED",
+    "U+2028": "a\u2028b",
+    "U+2029": "a\u2029b",
+    "RLO U+202E": "invoice\u202egpj.exe",
+    "isolate U+2066": "\u2066x\u2069",
+    "lone surrogate": "x \udc80 y",
+    "quote and backslash": 'a "b" \\ c=d',
+    "tab and VT": "a\tb\x0bc\x0cd",
+}
+_BIDI_CONTROLS = {"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"}
+
+
+def unsafe_characters(text: str) -> list[str]:
+    """Characters no log line may hold raw: controls, separators, surrogates, bidi controls.
+
+    Defined from Unicode's own tables, independently of ft_exporter.logs.
+    """
+    return [
+        ch
+        for ch in text
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp")
+        or unicodedata.bidirectional(ch) in _BIDI_CONTROLS
+        or ch in "\u200e\u200f\u061c"
+    ]
+
+
+def record(message: str, *, with_traceback: bool) -> logging.LogRecord:
+    """A record whose message and (optionally) traceback both carry ``message``."""
+    exc_info = None
+    if with_traceback:
+        try:
+            raise ValueError(message)
+        except ValueError:
+            exc_info = sys.exc_info()
+    return logging.LogRecord(
+        "ft_exporter.test", logging.ERROR, __file__, 1, "said %s", (message,), exc_info
+    )
+
+
+_LOGFMT_VALUE = r'(?:"(?:[^"\\]|\\.)*"|[^\s="\\]+)'
+_LOGFMT_LINE = re.compile(rf"[a-z]+={_LOGFMT_VALUE}(?: [a-z]+={_LOGFMT_VALUE})*")
+
+
+def logfmt_fields(line: str) -> dict[str, str]:
+    """Decode one logfmt line the way go-logfmt does (its quoted strings are JSON's)."""
+    assert _LOGFMT_LINE.fullmatch(line), line
+    fields = {}
+    for key, raw in re.findall(rf"([a-z]+)=({_LOGFMT_VALUE})", line):
+        fields[key] = json.loads(raw) if raw.startswith('"') else raw
+    return fields
+
+
+def decoded(fmt: str, line: str) -> dict[str, str]:
+    if fmt == "json":
+        fields: dict[str, str] = json.loads(line)
+        return fields
+    return logfmt_fields(line)
+
+
+FORMATTERS: dict[str, Callable[[], logging.Formatter]] = {
+    "logfmt": logs.LogfmtFormatter,
+    "json": logs.JsonFormatter,
+}
+
+
+def assert_safe_line(line: str) -> None:
+    assert line.splitlines() == [line], f"more than one line: {line!r}"
+    assert unsafe_characters(line) == [], line
+    line.encode("utf-8")  # strict: no lone surrogate left to crash the handler
+
+
+@pytest.mark.parametrize("fmt", FORMATTERS)
+@pytest.mark.parametrize("name", HOSTILE)
+def test_formatters_escape_hostile_text_in_message_and_traceback(fmt: str, name: str) -> None:
+    hostile = HOSTILE[name]
+    line = FORMATTERS[fmt]().format(record(hostile, with_traceback=True))
+    assert_safe_line(line)
+    fields = decoded(fmt, line)
+    # Escaped, not dropped: a reader decodes exactly what was logged.
+    assert fields["msg"] == f"said {hostile}"
+    assert fields["err"].startswith("Traceback (most recent call last):\n")
+    assert fields["err"].endswith(f"ValueError: {hostile}")
+    assert (fields["level"], fields["logger"]) == ("error", "ft_exporter.test")
+
+
+def test_escapes_are_json_escapes_in_both_formats() -> None:
+    text = "\x1b[31m\r\x00\x7f\x85\x9b\u2028\u202e\udc80"
+    expected = r"\u001b[31m\r\u0000\u007f\u0085\u009b\u2028\u202e\udc80"
+    for fmt, formatter in FORMATTERS.items():
+        line = formatter().format(record(text, with_traceback=False))
+        assert expected in line, (fmt, line)
+
+
+def test_readable_text_stays_readable() -> None:
+    text = "job 微调-1 of qwen3-8b: épreuve"
+    for formatter in FORMATTERS.values():
+        line = formatter().format(record(text, with_traceback=False))
+        assert text in line, line
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(st.characters(codec=None, exclude_categories=())),
+    fmt=st.sampled_from(sorted(FORMATTERS)),
+)
+def test_any_text_makes_one_safe_decodable_line(text: str, fmt: str) -> None:
+    line = FORMATTERS[fmt]().format(record(text, with_traceback=False))
+    assert_safe_line(line)
+    assert decoded(fmt, line)["msg"] == f"said {text}"
+
+
+#: The API's error message: a colour, a forged record after a bare CR and a newline, C1.
+API_MESSAGE = (
+    "boom \x1b[31mRED\x1b[0m\rts=0 level=info msg=forged\nmore\x00\x7f\x85\x9b\u2028\u202e"
+)
+#: A request line from a client, with an escape sequence, a C1 CSI byte and a bare CR.
+REQUEST_LINE = b"GET /probe-\x1b[2J\x9b31m\rX HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def send_raw(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+def test_real_log_has_no_raw_control_characters(
+    simulator: Simulator, exporter_factory: Callable[..., Exporter], fmt: str
+) -> None:
+    exp = exporter_factory(
+        [
+            f"--dashscope.base-url={simulator.url}",
+            "--log.level=debug",
+            f"--log.format={fmt}",
+            "--poll.interval=1s",
+            "--dashscope.max-attempts=1",
+        ],
+        env={"DASHSCOPE_API_KEY": simulator.key},
+    )
+    send_raw(exp.port, REQUEST_LINE)
+    assert http_get(exp.url + "/-/ready")[0] == 200
+    simulator.fault("error500", message=API_MESSAGE)
+    # The API's message is logged, escaped, once the next sweep fails.
+    wait_for(lambda: "\\u001b[31mRED" in exp.output(), what="the API error in the log")
+    assert exp.stop() == 0
+    raw = exp.log_path.read_bytes()
+    for byte in (b"\x1b", b"\r", b"\x00", b"\x7f"):
+        assert byte not in raw, (byte, raw)
+    text = raw.decode("utf-8")  # strict
+    assert text.endswith("\n")
+    lines = text[:-1].split("\n")
+    assert text.splitlines() == lines, "a record spans more than one line"
+    messages = []
+    for line in lines:
+        assert_safe_line(line)
+        messages.append(decoded(fmt, line)["msg"])
+    # Decoded, the failing sweep's line holds the message exactly as the API sent it.
+    assert any(API_MESSAGE in message for message in messages), messages
