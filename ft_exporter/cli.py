@@ -39,7 +39,14 @@ def build_registry() -> CollectorRegistry:
     return registry
 
 
+def _ignore_hangup(_signum: int, _frame: FrameType | None) -> None:
+    """SIGHUP's default action kills the process; operators send it expecting a reload."""
+    log.info("received SIGHUP; reloading is not supported yet, ignoring")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # Until logging is set up a hangup is dropped silently; after that, logged (below).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         cfg = config.load(argv)
     except config.ConfigError as exc:
@@ -54,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         simulator = sim.serve(key=demo_key, tz=cfg.timezone)
         cfg = replace(cfg, api_key=Secret(demo_key), base_url=simulator.url)
     logs.setup(cfg.log_level, cfg.log_format, [cfg.api_key.reveal()])
+    signal.signal(signal.SIGHUP, _ignore_hangup)
     for warning in cfg.web.warnings:
         log.warning("--web.config.file %s: %s", cfg.web_config_file, warning)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import socket
 import sys
 import unicodedata
@@ -195,3 +196,35 @@ def test_real_log_has_no_raw_control_characters(
         messages.append(decoded(fmt, line)["msg"])
     # Decoded, the failing sweep's line holds the message exactly as the API sent it.
     assert any(API_MESSAGE in message for message in messages), messages
+
+
+# --- 13. SIGHUP ---------------------------------------------------------------------------
+
+HUP_LINE = "received SIGHUP; reloading is not supported yet, ignoring"
+
+
+@pytest.mark.e2e
+def test_sighup_is_logged_and_ignored(
+    simulator: Simulator, exporter_factory: Callable[..., Exporter]
+) -> None:
+    exp = exporter_factory(
+        [f"--dashscope.base-url={simulator.url}"], env={"DASHSCOPE_API_KEY": simulator.key}
+    )
+
+    def logged(times: int) -> Callable[[], bool]:
+        def check() -> bool:
+            if exp.proc.poll() is not None:
+                raise AssertionError(f"exited {exp.proc.returncode} on SIGHUP:\n{exp.output()}")
+            return exp.output().count(HUP_LINE) == times
+
+        return check
+
+    for sent in (1, 2, 3):
+        exp.proc.send_signal(signal.SIGHUP)
+        wait_for(logged(sent), what=f"SIGHUP {sent} logged")
+        assert exp.proc.poll() is None, exp.output()
+        assert exp.get("/-/ready")[0] == 200
+    hup_lines = [line for line in exp.output().splitlines() if HUP_LINE in line]
+    assert all(" level=info " in line for line in hup_lines), hup_lines
+    assert exp.stop() == 0
+    assert "received SIGTERM, shutting down" in exp.output()
