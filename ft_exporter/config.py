@@ -130,8 +130,23 @@ class Config:
 
 #: Endpoints that --web.health-no-auth exempts from basic auth.
 HEALTH_PATHS = ("/-/healthy", "/-/ready")
-_TRUE = ("1", "true", "yes")
-_FALSE = ("", "0", "false", "no")
+#: What every boolean variable accepts, in any case and with surrounding whitespace.
+BOOLEAN_WORDS = {
+    **dict.fromkeys(("1", "true", "yes", "on"), True),
+    **dict.fromkeys(("0", "false", "no", "off"), False),
+}
+
+
+def parse_env_bool(name: str, raw: str | None) -> bool | None:
+    """One rule for every boolean variable; None (unset or empty) means the default."""
+    text = (raw or "").strip().lower()
+    if not text:
+        return None
+    if text not in BOOLEAN_WORDS:
+        raise ConfigError(
+            f"{name} must be one of 1, true, yes, on or 0, false, no, off (any case), got {raw!r}"
+        )
+    return BOOLEAN_WORDS[text]
 
 
 @dataclass(frozen=True)
@@ -313,6 +328,26 @@ _FLAGS: tuple[_Flag, ...] = (
 )
 
 
+#: On/off flags; their variables take what :func:`parse_env_bool` accepts.
+_SWITCHES: tuple[_Flag, ...] = (
+    _Flag(
+        "web.health-no-auth",
+        "FT_EXPORTER_WEB_HEALTH_NO_AUTH",
+        "serve /-/healthy and /-/ready without basic auth when the web config sets "
+        "basic_auth_users (TLS and client certificates still apply)",
+    ),
+    _Flag(
+        "demo",
+        "FT_EXPORTER_DEMO",
+        "start the built-in API simulator on loopback and export it (no cloud account needed)",
+    ),
+)
+
+
+def _dest(flag: _Flag) -> str:
+    return flag.name.replace(".", "_").replace("-", "_")
+
+
 def _typed(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     """Let argparse show the converter's own message instead of 'invalid value'."""
 
@@ -356,29 +391,19 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             continue
         parser.add_argument(
             f"--{flag.name}",
-            dest=flag.name.replace(".", "_").replace("-", "_"),
+            dest=_dest(flag),
             default=raw,
             type=_typed(flag.kind),
             help=help_text,
         )
-    health_env = env.get("FT_EXPORTER_WEB_HEALTH_NO_AUTH", "").strip().lower()
-    parser.add_argument(
-        "--web.health-no-auth",
-        dest="web_health_no_auth",
-        action="store_true",
-        default=health_env in _TRUE,
-        help="serve /-/healthy and /-/ready without basic auth when the web config sets "
-        "basic_auth_users (TLS and client certificates still apply) "
-        "[env FT_EXPORTER_WEB_HEALTH_NO_AUTH=1]",
-    )
-    parser.set_defaults(env_health_no_auth=health_env)
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        default=env.get("FT_EXPORTER_DEMO", "") == "1",
-        help="start the built-in API simulator on loopback and export it "
-        "(no cloud account needed) [env FT_EXPORTER_DEMO=1]",
-    )
+    for flag in _SWITCHES:
+        # The variable is read in load(), so that a bad value is a ConfigError, not --help's.
+        parser.add_argument(
+            f"--{flag.name}",
+            dest=_dest(flag),
+            action="store_true",
+            help=f"{flag.help} [env {flag.env}=true]",
+        )
     parser.add_argument("--version", action="version", version=f"ft-exporter {__version__}")
     parser.epilog = (
         f"The API key is read from ${API_KEY_ENV} or --dashscope.api-key-file; "
@@ -406,6 +431,10 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Parse and validate. argparse errors exit 2 themselves; the rest raise ConfigError."""
     environ = os.environ if env is None else env
     args = build_parser(environ).parse_args(sys.argv[1:] if argv is None else argv)
+    for switch in _SWITCHES:
+        # The flag turns it on; otherwise the variable decides, and it must make sense.
+        from_env = parse_env_bool(switch.env, environ.get(switch.env))
+        setattr(args, _dest(switch), bool(getattr(args, _dest(switch)) or from_env))
     if args.dashscope_page_size < 1 or args.dashscope_page_size > 100:
         raise ConfigError(
             f"--dashscope.page-size must be between 1 and 100, got {args.dashscope_page_size}"
@@ -454,10 +483,6 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     unknown = [s for s in _quota_statuses(args.quota_statuses) if s not in KNOWN_STATUSES]
     if unknown:
         raise ConfigError(f"--quota.statuses names unknown status(es): {', '.join(unknown)}")
-    if args.env_health_no_auth not in (*_TRUE, *_FALSE):
-        raise ConfigError(
-            f"FT_EXPORTER_WEB_HEALTH_NO_AUTH must be 1 or 0, got {args.env_health_no_auth!r}"
-        )
     web_file = args.web_config_file or ""
     web = webconfig.WebConfig()
     if web_file:

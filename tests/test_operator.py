@@ -16,13 +16,16 @@ import socket
 import sys
 import unicodedata
 from collections.abc import Callable
+from pathlib import Path
 
+import bcrypt
 import pytest
 from conftest import Exporter, Simulator, http_get, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_config import run_cli
 
-from ft_exporter import logs
+from ft_exporter import config, logs
 
 # --- 7. Log injection ------------------------------------------------------------------
 
@@ -228,3 +231,101 @@ def test_sighup_is_logged_and_ignored(
     assert all(" level=info " in line for line in hup_lines), hup_lines
     assert exp.stop() == 0
     assert "received SIGTERM, shutting down" in exp.output()
+
+
+# --- 14. Boolean variables ----------------------------------------------------------------
+
+BOOLEAN_VARIABLES = ("FT_EXPORTER_DEMO", "FT_EXPORTER_WEB_HEALTH_NO_AUTH")
+ACCEPTED = "must be one of 1, true, yes, on or 0, false, no, off (any case)"
+TRUE_SPELLINGS = ["1", "true", "TRUE", "True", "yes", "YES", "on", "On", " true ", "\tON\n"]
+FALSE_SPELLINGS = ["0", "false", "FALSE", "no", "No", "off", "OFF", " 0 ", "", "   "]
+BAD_SPELLINGS = ["maybe", "2", "-1", "y", "n", "tru", "enabled", "1 1", "true\x1b[31m"]
+
+
+def _loaded(name: str, value: str) -> bool:
+    cfg = config.load([], {"DASHSCOPE_API_KEY": "sk-bool-test-key", name: value})
+    return cfg.demo if name == "FT_EXPORTER_DEMO" else cfg.health_no_auth
+
+
+def test_every_switch_has_its_variable_in_the_rule() -> None:
+    """A new on/off flag must be listed here, so that it gets these tests too."""
+    assert {flag.env for flag in config._SWITCHES} == set(BOOLEAN_VARIABLES)
+
+
+@pytest.mark.parametrize("name", BOOLEAN_VARIABLES)
+@pytest.mark.parametrize("value", TRUE_SPELLINGS)
+def test_boolean_variables_accept_every_true_spelling(name: str, value: str) -> None:
+    assert _loaded(name, value) is True
+
+
+@pytest.mark.parametrize("name", BOOLEAN_VARIABLES)
+@pytest.mark.parametrize("value", FALSE_SPELLINGS)
+def test_boolean_variables_accept_every_false_spelling(name: str, value: str) -> None:
+    assert _loaded(name, value) is False
+
+
+@pytest.mark.parametrize("name", BOOLEAN_VARIABLES)
+@pytest.mark.parametrize("value", BAD_SPELLINGS)
+def test_boolean_variables_refuse_anything_else(name: str, value: str) -> None:
+    with pytest.raises(config.ConfigError) as err:
+        _loaded(name, value)
+    assert str(err.value) == f"{name} {ACCEPTED}, got {value!r}"
+
+
+def test_the_flag_wins_over_a_false_variable() -> None:
+    env = {"DASHSCOPE_API_KEY": "sk-bool-test-key", "FT_EXPORTER_WEB_HEALTH_NO_AUTH": "off"}
+    assert config.load(["--web.health-no-auth"], env).health_no_auth is True
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("value", ["TRUE", " yes ", "On"])
+def test_demo_variable_starts_demo_mode(
+    exporter_factory: Callable[..., Exporter], value: str
+) -> None:
+    exp = exporter_factory([], env={"FT_EXPORTER_DEMO": value, "DASHSCOPE_API_KEY": ""})
+    assert "Demo mode: simulated API at http://127.0.0.1:" in exp.output()
+    assert "dashscope_finetune_job_info{" in exp.metrics()
+
+
+@pytest.mark.parametrize("name", BOOLEAN_VARIABLES)
+@pytest.mark.parametrize("value", ["maybe", "yes please", "1\x1b[2J"])
+def test_bad_boolean_variable_exits_2_with_one_line(name: str, value: str) -> None:
+    result = run_cli(env={name: value, "DASHSCOPE_API_KEY": "sk-bool-test-key"})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [f"ft-exporter: error: {name} {ACCEPTED}, got {value!r}"]
+    assert "\x1b" not in result.stderr
+
+
+def test_empty_demo_variable_is_unset() -> None:
+    result = run_cli(env={"FT_EXPORTER_DEMO": "  "})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "ft-exporter: error: no API key: set $DASHSCOPE_API_KEY or --dashscope.api-key-file "
+        "(or try --demo)"
+    ]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("value", "ready_without_password"),
+    [("ON", 200), (" True ", 200), ("yes", 200), ("off", 401), ("FALSE", 401), ("", 401)],
+)
+def test_health_no_auth_variable_against_the_real_process(
+    tmp_path: Path,
+    simulator: Simulator,
+    exporter_factory: Callable[..., Exporter],
+    value: str,
+    ready_without_password: int,
+) -> None:
+    web = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"pw-1234", bcrypt.gensalt(4)).decode()
+    web.write_text(f"basic_auth_users:\n  prom: {hashed}\n")
+    exp = exporter_factory(
+        [f"--dashscope.base-url={simulator.url}", f"--web.config.file={web}"],
+        env={"DASHSCOPE_API_KEY": simulator.key, "FT_EXPORTER_WEB_HEALTH_NO_AUTH": value},
+        auth=("prom", "pw-1234"),
+    )
+    assert http_get(exp.url + "/-/ready")[0] == ready_without_password
+    assert http_get(exp.url + "/metrics")[0] == 401
+    assert exp.get("/metrics")[0] == 200
