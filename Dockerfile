@@ -1,7 +1,7 @@
 # ft-exporter container image.
 #
 #   docker build -t ft-exporter .
-#   docker run --rm -p 127.0.0.1:10050:10050 ft-exporter --demo
+#   docker run --rm -p 127.0.0.1:11550:11550 ft-exporter --demo
 #
 # Two stages: the first builds the wheel and a virtualenv holding only the exporter and its
 # runtime dependencies; the second copies that virtualenv onto the same pinned slim Python
@@ -41,7 +41,7 @@ ENV PATH="/opt/ft-exporter/bin:${PATH}" \
     PYTHONUNBUFFERED=1
 # Numeric so that Kubernetes' runAsNonRoot can verify it; no home directory or shell needed.
 USER 65532:65532
-EXPOSE 10050
+EXPOSE 11550
 # Reads the port from FT_EXPORTER_WEB_LISTEN_ADDRESS like the exporter does; the key is given
 # by DASHSCOPE_API_KEY or a mounted file named by FT_EXPORTER_DASHSCOPE_API_KEY_FILE.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \

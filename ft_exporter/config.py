@@ -22,8 +22,8 @@ from ft_exporter.collector import DEFAULT_MAX_AGGREGATE_SERIES, QuotaRule
 from ft_exporter.model import DOCUMENTED_STATUSES, normalise_status, parse_timezone
 from ft_exporter.secret import Secret
 
-#: Unused in Prometheus' default port allocation list.
-DEFAULT_PORT = 10050
+#: Not in /etc/services (IANA) nor in Prometheus' default port allocations; see the README.
+DEFAULT_PORT = 11550
 DEFAULT_BASE_URL = "https://dashscope-intl.aliyuncs.com"
 API_KEY_ENV = "DASHSCOPE_API_KEY"
 #: Far above any real need; a typo of extra zeros is refused rather than obeyed.
@@ -62,7 +62,7 @@ def parse_duration(text: str) -> float:
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
-    """``:10050``, ``0.0.0.0:10050``, ``127.0.0.1:0`` or ``[::1]:10050`` into (host, port)."""
+    """``:11550``, ``0.0.0.0:11550``, ``127.0.0.1:0`` or ``[::1]:11550`` into (host, port)."""
     value = text.strip()
     if value.startswith("["):
         host, sep, port_text = value[1:].partition("]:")

@@ -81,7 +81,7 @@ def test_bad_durations(bad: str) -> None:
 @pytest.mark.parametrize(
     ("text", "pair"),
     [
-        (":10050", ("", 10050)),
+        (":11550", ("", 11550)),
         ("0.0.0.0:1", ("0.0.0.0", 1)),
         ("[::1]:80", ("::1", 80)),
         ("localhost:0", ("localhost", 0)),
@@ -131,9 +131,9 @@ def test_listen_addresses(text: str, pair: tuple[str, int]) -> None:
             "argument --poll.interval: not a duration: 'soon' (use e.g. 30s, 1m30s, 15m)",
         ),
         (
-            ["--web.listen-address=10050"],
+            ["--web.listen-address=11550"],
             {"DASHSCOPE_API_KEY": KEY},
-            "argument --web.listen-address: not a listen address: '10050' (use host:port or :port)",
+            "argument --web.listen-address: not a listen address: '11550' (use host:port or :port)",
         ),
         (
             ["--dashscope.timezone=Mars/Base"],

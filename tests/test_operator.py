@@ -13,6 +13,7 @@ import logging
 import re
 import signal
 import socket
+import subprocess
 import sys
 import unicodedata
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from conftest import Exporter, Simulator, http_get, wait_for
+from conftest import IN_CI, ROOT, Exporter, Simulator, http_get, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_config import run_cli
@@ -329,3 +330,41 @@ def test_health_no_auth_variable_against_the_real_process(
     assert http_get(exp.url + "/-/ready")[0] == ready_without_password
     assert http_get(exp.url + "/metrics")[0] == 401
     assert exp.get("/metrics")[0] == 200
+
+
+# --- 15. The default port -----------------------------------------------------------------
+
+#: The port 0.1.0 was first given; IANA registers it as zabbix-agent. (Written so that this
+#: file does not itself hold the number the test below looks for.)
+RETIRED_PORT = 10_000 + 50
+
+
+def _service(port: int, proto: str) -> str | None:
+    try:
+        return socket.getservbyport(port, proto)
+    except OSError:
+        return None
+
+
+def test_default_port_is_not_a_registered_service() -> None:
+    # getservbyport reads /etc/services; without it every port would look free.
+    if _service(RETIRED_PORT, "tcp") != "zabbix-agent" or _service(22, "tcp") != "ssh":
+        message = "/etc/services (the netbase package) is missing or incomplete"
+        if IN_CI:
+            pytest.fail(f"CI=true and {message}")
+        pytest.skip(message)
+    assert _service(config.DEFAULT_PORT, "tcp") is None
+    assert _service(config.DEFAULT_PORT, "udp") is None
+    # Outside the crowded exporter range and the ephemeral ports.
+    assert 1024 <= config.DEFAULT_PORT < 9100 or 10000 <= config.DEFAULT_PORT < 32768
+
+
+def test_no_file_still_names_the_old_port() -> None:
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    assert len(files) > 50, "not a git checkout?"
+    needle = str(RETIRED_PORT).encode()
+    paths = [ROOT / name.decode() for name in files if name]
+    stale = [str(p.relative_to(ROOT)) for p in paths if p.is_file() and needle in p.read_bytes()]
+    assert stale == [], f"still {RETIRED_PORT}: {stale}"
