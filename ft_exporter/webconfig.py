@@ -27,7 +27,7 @@ import re
 import secrets
 import ssl
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -335,6 +335,21 @@ def _parse_http(value: Any) -> tuple[tuple[tuple[str, str], ...], list[str]]:
     return tuple(out), warnings
 
 
+def bcrypt_cost(hashed: str | bytes) -> int:
+    """The cost of a hash ``_BCRYPT_RE`` accepted: the two digits after ``$2b$``."""
+    return int(hashed[4:6])
+
+
+def dummy_cost(hashes: Iterable[str | bytes]) -> int:
+    """The cost of the hash unknown users are checked against: the users' most common one.
+
+    An unknown user then takes as long as most known users (all of them, when they share
+    one cost, as they should); ties go to the higher cost.
+    """
+    counts = Counter(bcrypt_cost(hashed) for hashed in hashes)
+    return max(counts, key=lambda cost: (counts[cost], cost))
+
+
 def _parse_users(value: Any) -> tuple[tuple[str, str], ...]:
     where = "basic_auth_users"
     data = _mapping(value, where)
@@ -368,6 +383,13 @@ def parse(text: str, base_dir: str = "") -> WebConfig:
     tls = _parse_tls(top.get("tls_server_config"), base_dir)
     headers, warnings = _parse_http(top.get("http_server_config"))
     users = _parse_users(top.get("basic_auth_users"))
+    costs = sorted({bcrypt_cost(hashed) for _, hashed in users})
+    if len(costs) > 1:
+        warnings.append(
+            f"basic_auth_users mix bcrypt costs ({', '.join(map(str, costs))}): a wrong "
+            "password takes longer for some users than others, so a client can tell by the "
+            "response time which user names exist; hash every password with the same cost"
+        )
     if users and tls is None:
         warnings.append(
             "basic_auth_users without tls_server_config: passwords cross the network in clear"
@@ -477,8 +499,9 @@ class BasicAuth:
 
     bcrypt is slow on purpose, so results are cached under a SHA-256 of
     (user, hash, password) in a bounded LRU; the password itself is never
-    stored. An unknown user is checked against a dummy hash of the highest
-    configured cost, so it takes as long as a known one. One bcrypt runs at a
+    stored. An unknown user is checked against a dummy hash of the users' most
+    common cost (:func:`dummy_cost`), so it takes as long as a known one when all
+    users share a cost; :func:`parse` warns when they don't. One bcrypt runs at a
     time, so a flood of guesses costs one core, not all of them.
     """
 
@@ -486,7 +509,7 @@ class BasicAuth:
         self._users = {user: hashed.encode() for user, hashed in users}
         if not self._users:
             raise ValueError("BasicAuth needs at least one user")
-        cost = max(int(hashed[4:6]) for hashed in self._users.values())
+        cost = dummy_cost(self._users.values())
         self._dummy = bcrypt.hashpw(secrets.token_hex(16).encode(), bcrypt.gensalt(cost))
         self._cache: OrderedDict[bytes, bool] = OrderedDict()
         self._cache_size = cache_size
@@ -541,6 +564,11 @@ class BasicAuth:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return ok
+
+    @property
+    def dummy_cost(self) -> int:
+        """The cost of the dummy hash, read from the hash itself."""
+        return bcrypt_cost(self._dummy)
 
     def cache_len(self) -> int:
         with self._cache_lock:

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from conftest import IN_CI, ROOT, Exporter, Simulator, http_get, wait_for
+from conftest import IN_CI, ROOT, Exporter, Simulator, basic_auth, http_get, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_config import run_cli
 
-from ft_exporter import config, logs
+from ft_exporter import config, logs, webconfig
+from ft_exporter.webconfig import BasicAuth
 
 # --- 7. Log injection ------------------------------------------------------------------
 
@@ -368,3 +369,71 @@ def test_no_file_still_names_the_old_port() -> None:
     paths = [ROOT / name.decode() for name in files if name]
     stale = [str(p.relative_to(ROOT)) for p in paths if p.is_file() and needle in p.read_bytes()]
     assert stale == [], f"still {RETIRED_PORT}: {stale}"
+
+
+# --- 16. bcrypt costs ---------------------------------------------------------------------
+
+
+def _hash(cost: int) -> str:
+    return bcrypt.hashpw(b"secret-pw", bcrypt.gensalt(cost)).decode()
+
+
+def _users_yaml(*costs: int) -> str:
+    lines = [f"  user{i}: {_hash(cost)}" for i, cost in enumerate(costs)]
+    return "basic_auth_users:\n" + "\n".join(lines) + "\n"
+
+
+TIMING_WARNING = "basic_auth_users mix bcrypt costs"
+
+
+def test_mixed_costs_are_warned_about() -> None:
+    warnings = webconfig.parse(_users_yaml(4, 5, 4)).warnings
+    timing = [w for w in warnings if w.startswith(TIMING_WARNING)]
+    assert timing == [
+        "basic_auth_users mix bcrypt costs (4, 5): a wrong password takes longer for some "
+        "users than others, so a client can tell by the response time which user names "
+        "exist; hash every password with the same cost"
+    ]
+
+
+@pytest.mark.parametrize("costs", [(4,), (5, 5), (4, 4, 4)])
+def test_equal_costs_are_not_warned_about(costs: tuple[int, ...]) -> None:
+    warnings = webconfig.parse(_users_yaml(*costs)).warnings
+    assert [w for w in warnings if w.startswith(TIMING_WARNING)] == []
+
+
+@pytest.mark.parametrize(
+    ("costs", "dummy"),
+    [
+        ((5,), 5),
+        ((4, 4), 4),
+        ((6, 6, 6), 6),
+        ((4, 4, 5), 4),  # the most common cost, not the highest
+        ((4, 5, 5), 5),
+        ((4, 5), 5),  # a tie goes to the higher cost
+        ((4, 6, 5, 6, 4), 6),
+    ],
+)
+def test_unknown_users_are_checked_against_the_most_common_cost(
+    costs: tuple[int, ...], dummy: int
+) -> None:
+    auth = BasicAuth([(f"user{i}", _hash(cost)) for i, cost in enumerate(costs)])
+    assert auth.dummy_cost == dummy  # read from the dummy hash itself
+    assert not auth.check(basic_auth("nobody", "secret-pw")["Authorization"])
+    assert auth.check(basic_auth("user0", "secret-pw")["Authorization"])
+
+
+@pytest.mark.e2e
+def test_mixed_costs_warning_is_logged_at_start(
+    tmp_path: Path, simulator: Simulator, exporter_factory: Callable[..., Exporter]
+) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(_users_yaml(4, 5))
+    exp = exporter_factory(
+        [f"--dashscope.base-url={simulator.url}", f"--web.config.file={web}"],
+        env={"DASHSCOPE_API_KEY": simulator.key},
+        auth=("user0", "secret-pw"),
+    )
+    warned = [line for line in exp.output().splitlines() if TIMING_WARNING in line]
+    assert len(warned) == 1, exp.output()
+    assert warned[0].startswith("ts=") and " level=warn " in warned[0]
