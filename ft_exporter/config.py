@@ -26,6 +26,7 @@ from ft_exporter.secret import Secret
 DEFAULT_PORT = 11550
 DEFAULT_BASE_URL = "https://dashscope-intl.aliyuncs.com"
 API_KEY_ENV = "DASHSCOPE_API_KEY"
+MODELS_ENV = "FT_EXPORTER_DASHSCOPE_MODEL"
 #: Far above any real need; a typo of extra zeros is refused rather than obeyed.
 MAX_CONNECTIONS = 100_000
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -221,7 +222,7 @@ _FLAGS: tuple[_Flag, ...] = (
     ),
     _Flag(
         "dashscope.model",
-        "FT_EXPORTER_DASHSCOPE_MODEL",
+        MODELS_ENV,
         "only list jobs of this model; repeat the flag (or comma-separate the variable) "
         "for several; default: all jobs",
     ),
@@ -348,12 +349,28 @@ def _dest(flag: _Flag) -> str:
     return flag.name.replace(".", "_").replace("-", "_")
 
 
+def check_text(text: str) -> str:
+    """Refuse text no setting can mean: control characters, or bytes that are not UTF-8.
+
+    Non-UTF-8 bytes in argv or the environment reach Python as lone surrogates, which
+    fail much later (an account label that breaks every scrape, a workspace header that
+    fails every request); refusing them here keeps the failure at start, in one line.
+    """
+    for ch in text:
+        code = ord(ch)
+        if 0xD800 <= code <= 0xDFFF:
+            raise ValueError("not valid UTF-8 text")
+        if code < 0x20 or 0x7F <= code <= 0x9F:
+            raise ValueError(f"contains a control character (U+{code:04X})")
+    return text
+
+
 def _typed(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     """Let argparse show the converter's own message instead of 'invalid value'."""
 
     def convert(text: str) -> Any:
         try:
-            return kind(text)
+            return kind(check_text(text))
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -384,6 +401,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                 f"--{flag.name}",
                 dest="models",
                 action="append",
+                type=_typed(str),
                 default=None,
                 help=help_text,
             )
@@ -435,6 +453,10 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         # The flag turns it on; otherwise the variable decides, and it must make sense.
         from_env = parse_env_bool(switch.env, environ.get(switch.env))
         setattr(args, _dest(switch), bool(getattr(args, _dest(switch)) or from_env))
+    try:
+        check_text(environ.get(MODELS_ENV, ""))
+    except ValueError as exc:
+        raise ConfigError(f"{MODELS_ENV}: {exc}") from None
     if args.dashscope_page_size < 1 or args.dashscope_page_size > 100:
         raise ConfigError(
             f"--dashscope.page-size must be between 1 and 100, got {args.dashscope_page_size}"

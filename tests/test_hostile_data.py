@@ -659,3 +659,46 @@ def test_bad_max_aggregate_series_exits_2_with_one_line(bad: str, via: str) -> N
             "ft-exporter: error: --jobs.max-aggregate-series must be at least 7 "
             f"(one model's documented statuses), got {bad}"
         )
+
+
+# -- text from the operator: flags and variables ------------------------------------------
+
+HOSTILE_SETTINGS = [
+    pytest.param(b"team\xff", id="not-utf8"),
+    pytest.param(b"team\x1b[31m", id="escape"),
+    pytest.param(b"team\rx", id="bare-cr"),
+    pytest.param("team\u0085".encode(), id="c1-nel"),
+]
+
+
+@pytest.mark.parametrize("raw", HOSTILE_SETTINGS)
+@pytest.mark.parametrize(
+    ("flag", "variable"),
+    [
+        ("--dashscope.account", b"FT_EXPORTER_DASHSCOPE_ACCOUNT"),
+        ("--dashscope.workspace", b"FT_EXPORTER_DASHSCOPE_WORKSPACE"),
+        ("--dashscope.model", b"FT_EXPORTER_DASHSCOPE_MODEL"),
+        ("--web.telemetry-path", b"FT_EXPORTER_WEB_TELEMETRY_PATH"),
+    ],
+)
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_operator_text_that_is_not_clean_text_exits_2(
+    raw: bytes, flag: str, variable: bytes, via: str
+) -> None:
+    """Bytes that are not UTF-8 (or hold controls) in argv or the environment: exit 2 at start.
+
+    Before, a non-UTF-8 account label reached the metrics as a lone surrogate and made
+    every scrape answer 500; a workspace like it failed every API request.
+    """
+    env = {b"PATH": b"/usr/bin:/bin", b"DASHSCOPE_API_KEY": b"sk-not-used-0123456789"}
+    args: list[bytes] = [exporter_exe().encode(), b"--web.listen-address=127.0.0.1:0"]
+    if via == "flag":
+        args.append(flag.encode() + b"=" + raw)
+    else:
+        env[variable] = raw
+    result = subprocess.run(args, capture_output=True, timeout=30, env=env)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.decode("utf-8", "replace").splitlines()
+    assert line.startswith("ft-exporter: error: ")
+    assert flag in line or variable.decode() in line
+    assert "control character" in line or "not valid UTF-8" in line
