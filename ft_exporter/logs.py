@@ -117,4 +117,6 @@ def setup(level: str, fmt: str, secrets: list[str], stream: TextIO = sys.stderr)
     root.addHandler(handler)
     root.setLevel(_LEVELS.get(level, logging.INFO))
     # urllib3 logs full URLs at debug; they carry no key, but keep the noise down.
-    logging.getLogger("urllib3").setLevel(max(root.level, logging.INFO))
+    # asyncio's debug lines (its selector, slow callbacks) say nothing to an operator.
+    for noisy in ("urllib3", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.INFO))
