@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, NoReturn
 
-from ft_exporter import __version__, webconfig
+from ft_exporter import __version__, keyfile, webconfig
 from ft_exporter.client import normalise_base_url
 from ft_exporter.collector import QuotaRule
 from ft_exporter.model import DOCUMENTED_STATUSES, normalise_status, parse_timezone
@@ -350,18 +350,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
-def _read_key_file(path: str) -> str:
+def _read_key(path: str, environ: Mapping[str, str]) -> str:
+    """The key from the file at ``path``, else from $DASHSCOPE_API_KEY, checked alike."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            key = handle.read().strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read --dashscope.api-key-file {path!r}: {exc.strerror}"
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"--dashscope.api-key-file {path!r} is not text") from None
+        if path:
+            return keyfile.read_key_file(path)[0]
+        key = keyfile.clean_key(environ.get(API_KEY_ENV, ""), f"${API_KEY_ENV}")
+    except keyfile.InvalidKey as exc:
+        raise ConfigError(str(exc)) from None
     if not key:
-        raise ConfigError(f"--dashscope.api-key-file {path!r} is empty")
+        raise ConfigError(
+            f"no API key: set ${API_KEY_ENV} or --dashscope.api-key-file (or try --demo)"
+        )
     return key
 
 
@@ -415,16 +415,9 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         except webconfig.WebConfigError as exc:
             raise ConfigError(f"--web.config.file {web_file!r}: {exc}") from None
 
-    if args.demo:
-        key = ""  # the CLI supplies the simulator's key
-    elif args.dashscope_api_key_file:
-        key = _read_key_file(args.dashscope_api_key_file)
-    else:
-        key = environ.get(API_KEY_ENV, "").strip()
-        if not key:
-            raise ConfigError(
-                f"no API key: set ${API_KEY_ENV} or --dashscope.api-key-file (or try --demo)"
-            )
+    # In demo mode the CLI supplies the simulator's key.
+    key_file = "" if args.demo else args.dashscope_api_key_file or ""
+    key = "" if args.demo else _read_key(key_file, environ)
     host, port = args.web_listen_address
     return Config(
         api_key=Secret(key),

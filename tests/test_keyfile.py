@@ -1,0 +1,256 @@
+"""The API key and the key file, against the real ``ft-exporter`` process.
+
+A careless operator's key file (a BOM, a FIFO, /dev/zero, a huge file, two lines...), a
+rotated key file (a Kubernetes Secret's symlink swap, no restart), a key pasted into the
+base URL; and a sweep that fails unexpectedly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Exporter, Simulator, exporter_exe, free_port, value, wait_for
+from leaks import leaked
+
+from ft_exporter.keyfile import MAX_KEY_FILE_BYTES
+from ft_exporter.model import Snapshot
+from ft_exporter.poller import REPEAT_LOG_INTERVAL, Poller
+
+KEY = "sk-keyfile-SECRET-0123456789abcd"
+OLD_KEY = "sk-revoked-SECRET-9876543210zyxw"
+NEW_KEY = "sk-rotated-SECRET-aaaabbbbccccdd"
+FLAG = "--dashscope.api-key-file"
+CHANGED = "API key file changed, using the new key"
+#: The failing start of the old code was a hang or a read of gigabytes; bound both.
+START_TIMEOUT = 20
+MEMORY_LIMIT = 1 << 30
+
+
+def start_failing(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the real exporter, expected to refuse its configuration at start.
+
+    Bounded in time and memory (``ulimit -v``: the old code read gigabytes), and nothing
+    listens at its base URL should it start after all.
+    """
+    if "DASHSCOPE_BASE_URL" not in env:
+        args = [f"--dashscope.base-url=http://127.0.0.1:{free_port()}", *args]
+    return subprocess.run(
+        [
+            "sh",
+            "-c",
+            f'ulimit -v {MEMORY_LIMIT // 1024} && exec "$@"',
+            "sh",
+            exporter_exe(),
+            "--web.listen-address=127.0.0.1:0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+    )
+
+
+def assert_one_line(result: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stdout == ""
+    assert result.stderr == f"ft-exporter: error: {expected}\n"
+
+
+# --- item 8: a key file is a small regular file holding one printable word -------------
+
+
+def _write(content: bytes) -> Callable[[Path], str]:
+    def make(tmp: Path) -> str:
+        path = tmp / "api-key"
+        path.write_bytes(content)
+        return str(path)
+
+    return make
+
+
+def _fifo(tmp: Path) -> str:
+    path = tmp / "api-key"
+    os.mkfifo(path)
+    return str(path)
+
+
+def _sparse_gigabyte(tmp: Path) -> str:
+    path = tmp / "api-key"
+    with open(path, "wb") as handle:
+        handle.write(KEY.encode())
+        handle.truncate(1 << 30)  # sparse: no disk used
+    return str(path)
+
+
+def _directory(tmp: Path) -> str:
+    path = tmp / "secret"
+    path.mkdir()
+    (path / "api-key").write_text(KEY)
+    return str(path)
+
+
+def _loop(tmp: Path) -> str:
+    path = tmp / "api-key"
+    path.symlink_to(path.name)
+    return str(path)
+
+
+RULE = "an API key is printable ASCII without spaces"
+BAD_FILES: list[tuple[str, Callable[[Path], str], str]] = [
+    ("fifo", _fifo, "is a FIFO, not a file holding the key"),
+    ("dev-zero", lambda _: "/dev/zero", "is a character device, not a file holding the key"),
+    (
+        "sparse-1GB",
+        _sparse_gigabyte,
+        f"is larger than {MAX_KEY_FILE_BYTES} bytes; it must hold the key alone",
+    ),
+    (
+        "one-byte-too-big",
+        _write(b"s" * (MAX_KEY_FILE_BYTES + 1)),
+        f"is larger than {MAX_KEY_FILE_BYTES} bytes; it must hold the key alone",
+    ),
+    ("directory", _directory, "is a directory, not a file holding the key"),
+    ("two-lines", _write(f"{KEY}\n{KEY[::-1]}\n".encode()), f"holds more than one line; {RULE}"),
+    ("crlf-lines", _write(f"{KEY}\r\nnext\r\n".encode()), f"holds more than one line; {RULE}"),
+    (
+        "inner-space",
+        _write(f"{KEY[:10]} {KEY[10:]}".encode()),
+        f"holds a space inside the key; {RULE}",
+    ),
+    (
+        "escape",
+        _write(f"{KEY[:10]}\x1b[2J{KEY[10:]}".encode()),
+        f"holds a control character; {RULE}",
+    ),
+    ("tab", _write(f"{KEY[:10]}\t{KEY[10:]}".encode()), f"holds a control character; {RULE}"),
+    (
+        "non-ascii",
+        _write(f"{KEY[:10]}é{KEY[10:]}".encode()),
+        f"holds a character that is not ASCII; {RULE}",
+    ),
+    ("utf-16", _write(KEY.encode("utf-16")), "is not UTF-8 text"),
+    ("latin-1", _write(f"{KEY}\xe9".encode("latin-1")), "is not UTF-8 text"),
+    ("empty", _write(b""), "is empty"),
+    ("bom-only", _write(b"\xef\xbb\xbf\r\n"), "is empty"),
+    ("blank", _write(b" \n\t\n"), "is empty"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"), [(m, p) for _, m, p in BAD_FILES], ids=[n for n, _, _ in BAD_FILES]
+)
+def test_a_bad_key_file_stops_the_start_with_one_line(
+    make: Callable[[Path], str], problem: str, tmp_path: Path
+) -> None:
+    path = make(tmp_path)
+    result = start_failing([f"{FLAG}={path}"], {})
+    assert_one_line(result, f"{FLAG} {path!r} {problem}")
+    assert leaked(result.stderr, KEY) == []
+
+
+def test_a_missing_or_looping_key_file_names_the_reason(tmp_path: Path) -> None:
+    path = _loop(tmp_path)
+    env = {"FT_EXPORTER_DASHSCOPE_API_KEY_FILE": path}
+    result = start_failing([], env)
+    assert_one_line(result, f"cannot read {FLAG} {path!r}: Too many levels of symbolic links")
+
+
+ENV_CASES = [
+    ("inner-space", f"{KEY[:10]} {KEY[10:]}", "holds a space inside the key"),
+    ("two-lines", f"{KEY}\n{KEY[::-1]}", "holds more than one line"),
+    ("escape", f"{KEY[:10]}\x1b]0;x\x07{KEY[10:]}", "holds a control character"),
+    ("non-ascii", f"{KEY[:10]}\u00a0{KEY[10:]}", "holds a character that is not ASCII"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"), [(k, p) for _, k, p in ENV_CASES], ids=[n for n, _, _ in ENV_CASES]
+)
+def test_a_bad_key_in_the_environment_stops_the_start_with_one_line(key: str, problem: str) -> None:
+    result = start_failing([], {"DASHSCOPE_API_KEY": key})
+    assert_one_line(result, f"$DASHSCOPE_API_KEY {problem}; {RULE}")
+    assert leaked(result.stderr, KEY) == []
+
+
+def test_a_key_with_a_bom_and_crlf_works(
+    tmp_path: Path, exporter_factory: Callable[..., Exporter]
+) -> None:
+    """Before: every request failed with UnicodeEncodeError, a traceback per sweep, and
+    nothing counted; the exporter never became ready."""
+    sim = Simulator(tmp_path, key=KEY)
+    try:
+        keyfile = tmp_path / "api-key"
+        keyfile.write_bytes(b"\xef\xbb\xbf" + KEY.encode() + b"\r\n")
+        from_file = exporter_factory(
+            [f"--dashscope.base-url={sim.url}", f"{FLAG}={keyfile}", "--poll.interval=1s"],
+        )
+        from_env = exporter_factory(
+            [f"--dashscope.base-url={sim.url}", "--poll.interval=1s"],
+            env={"DASHSCOPE_API_KEY": f"\ufeff{KEY}\n"},
+        )
+        for exp in (from_file, from_env):
+            three_sweeps_and_no_failure(exp)
+    finally:
+        sim.stop()
+
+
+def three_sweeps_and_no_failure(exp: Exporter) -> None:
+    wait_for(lambda: metric(exp, "dashscope_finetune_sweeps_total") >= 3, what="three sweeps")
+    text = exp.metrics()
+    assert value(text, "dashscope_finetune_up", account="default") == 1
+    assert value(text, "dashscope_finetune_sweep_failures_total", account="default") == 0
+    exp.stop()
+    assert "Traceback" not in exp.output()
+    assert leaked(exp.output() + text, KEY) == []
+
+
+def metric(exp: Exporter, name: str) -> float:
+    return value(exp.metrics(), name, account="default") or 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_unexpected_sweep_failure_is_logged_once_then_rate_limited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: a traceback per sweep (16 in 16 s at a 1 s interval)."""
+    calls = 0
+
+    def crashing_sweep() -> Snapshot:
+        nonlocal calls
+        calls += 1
+        raise UnicodeEncodeError("latin-1", f"call {calls}", 0, 1, "ordinal not in range")
+
+    clock = Clock()
+    results: list[bool] = []
+    poller = Poller(crashing_sweep, 1, on_sweep=results.append, monotonic=clock)
+    with caplog.at_level(logging.INFO, logger="ft_exporter.poller"):
+        for _ in range(16):
+            assert not poller.run_once()
+            clock.now += 1
+        clock.now += REPEAT_LOG_INTERVAL
+        assert not poller.run_once()
+    records = [r for r in caplog.records if r.name == "ft_exporter.poller"]
+    assert [r.levelno for r in records] == [logging.ERROR, logging.ERROR]
+    first, repeat = records
+    assert first.exc_info is not None and first.exc_info[0] is UnicodeEncodeError
+    assert first.getMessage().startswith(
+        "sweep failed, keeping the last complete snapshot: unexpected UnicodeEncodeError"
+    )
+    assert repeat.exc_info is None
+    assert repeat.getMessage().startswith("sweep still failing (17 times in a row): unexpected")
+    # Each one is a failed sweep: dashscope_finetune_sweep_failures_total counts it.
+    assert results == [False] * 17
+    assert not poller.state().up
