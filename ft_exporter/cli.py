@@ -19,9 +19,10 @@ from prometheus_client.process_collector import ProcessCollector
 from ft_exporter import __version__, config, logs
 from ft_exporter.client import FineTuneClient
 from ft_exporter.collector import CollectorSettings, FineTuneCollector
+from ft_exporter.keyfile import KeyFile
 from ft_exporter.poller import Poller
 from ft_exporter.retry import RetryPolicy
-from ft_exporter.secret import Secret
+from ft_exporter.secret import KeySource, Secret
 from ft_exporter.selfmetrics import ExporterMetrics
 from ft_exporter.server import ExporterHTTPServer
 
@@ -53,7 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo_key = "sk-demo-" + secrets.token_hex(8)
         simulator = sim.serve(key=demo_key, tz=cfg.timezone)
         cfg = replace(cfg, api_key=Secret(demo_key), base_url=simulator.url)
-    logs.setup(cfg.log_level, cfg.log_format, [cfg.api_key.reveal()])
+    redact = logs.setup(cfg.log_level, cfg.log_format, [cfg.api_key.reveal()])
+    keys: KeySource = cfg.api_key
+    if cfg.api_key_file:
+        # A rotated key is redacted from the log before it is first used.
+        keys = KeyFile(cfg.api_key_file, cfg.api_key, on_change=redact.add)
     for warning in cfg.web.warnings:
         log.warning("--web.config.file %s: %s", cfg.web_config_file, warning)
 
@@ -62,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     client = FineTuneClient(
         cfg.base_url,
-        cfg.api_key,
+        keys,
         workspace=cfg.workspace,
         page_size=cfg.page_size,
         timeout=cfg.timeout,

@@ -22,7 +22,7 @@ import requests
 from ft_exporter import __version__
 from ft_exporter.model import Job, JobParseError, Snapshot, parse_job
 from ft_exporter.retry import RetryPolicy, TokenBucket, is_retryable, parse_retry_after
-from ft_exporter.secret import Secret
+from ft_exporter.secret import KeySource, Secret
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class FineTuneClient:
     def __init__(
         self,
         base_url: str,
-        api_key: Secret,
+        api_key: KeySource,
         *,
         workspace: str = "",
         page_size: int = 100,
@@ -199,7 +199,8 @@ class FineTuneClient:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = normalise_base_url(base_url)
-        self._key = api_key
+        # Asked before every request: a key file may have been rotated since the last one.
+        self._keys = api_key
         self.workspace = workspace
         self.page_size = page_size
         self.timeout = timeout
@@ -227,13 +228,13 @@ class FineTuneClient:
         self._verify: str | bool = ca_file or True
 
     def __repr__(self) -> str:
-        return f"FineTuneClient(base_url={self.base_url!r}, api_key={self._key!r})"
+        return f"FineTuneClient(base_url={self.base_url!r}, api_key={self._keys!r})"
 
     def close(self) -> None:
         self.session.close()
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self._key.reveal()}"}
+    def _headers(self, key: Secret) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {key.reveal()}"}
         if self.workspace:
             headers["X-DashScope-WorkSpace"] = self.workspace
         return headers
@@ -291,12 +292,13 @@ class FineTuneClient:
 
     def _get(self, params: Mapping[str, str | int]) -> Page:
         url = self.base_url + API_PATH
+        key = self._keys.current()
         started = self._monotonic()
         try:
             with self.session.get(
                 url,
                 params=params,
-                headers=self._headers(),
+                headers=self._headers(key),
                 timeout=self.timeout,
                 stream=True,
                 verify=self._verify,

@@ -94,6 +94,8 @@ class Config:
     """Everything the exporter needs, already validated."""
 
     api_key: Secret
+    #: Re-read when it changes; "" when the key came from the environment.
+    api_key_file: str = ""
     listen_host: str = ""
     listen_port: int = DEFAULT_PORT
     telemetry_path: str = "/metrics"
@@ -168,7 +170,7 @@ _FLAGS: tuple[_Flag, ...] = (
     _Flag(
         "dashscope.api-key-file",
         "FT_EXPORTER_DASHSCOPE_API_KEY_FILE",
-        f"file holding the API key (else ${API_KEY_ENV} is used)",
+        f"file holding the API key (else ${API_KEY_ENV} is used); re-read when it changes",
     ),
     _Flag(
         "dashscope.workspace",
@@ -421,6 +423,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     host, port = args.web_listen_address
     return Config(
         api_key=Secret(key),
+        api_key_file=key_file,
         listen_host=host,
         listen_port=port,
         telemetry_path=path,

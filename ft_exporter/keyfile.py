@@ -1,4 +1,4 @@
-"""The API key: what a key may hold, and reading it from a file.
+"""The API key: what a key may hold, reading it from a file, and following that file.
 
 A key is printable ASCII without spaces (``!`` to ``~``): it travels in an HTTP header,
 which must be encodable, and a space, a line break or a control character in it is a
@@ -8,8 +8,17 @@ are stripped. Nothing here ever puts the key, or any part of it, into an error m
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
+import threading
+import time
+from collections.abc import Callable
+
+from ft_exporter.poller import FailureLog
+from ft_exporter.secret import Secret
+
+log = logging.getLogger(__name__)
 
 #: A key is tens of bytes; a key file bigger than this holds something else.
 MAX_KEY_FILE_BYTES = 4096
@@ -103,3 +112,67 @@ def read_key_file(path: str) -> tuple[str, FileId]:
     if not key:
         raise InvalidKey(f"{source} is empty")
     return key, _file_id(st)
+
+
+class KeyFile:
+    """The key in a file, re-read when the file changes: a rotation needs no restart.
+
+    The client asks for :meth:`current` before every request; that costs one ``stat``
+    (which follows symlinks, as a Kubernetes Secret volume swaps its ``..data`` link),
+    and the file is read again only when it is another file or has changed. A
+    replacement that is not a usable key is refused with one logged error, and the
+    previous key stays in use.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        key: Secret,
+        *,
+        on_change: Callable[[str], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``key`` is the key read at start; ``on_change`` learns every new key first
+        (the log's redaction filter)."""
+        self.path = path
+        self._key = key
+        self._file: FileId | None = None  # unknown: the first request checks the file
+        self._on_change = on_change
+        self._failures = FailureLog(log, monotonic)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"KeyFile(path={self.path!r}, key={self._key!r})"
+
+    def current(self) -> Secret:
+        """The key to send now: the file's, or the last good one if the file is unusable."""
+        with self._lock:
+            try:
+                now = _file_id(os.stat(self.path))
+            except OSError as exc:
+                self._failed(f"cannot read {KEY_FILE_FLAG} {self.path!r}: {exc.strerror}")
+                return self._key
+            if now == self._file:
+                return self._key
+            # Remembered even when unusable: an unchanged bad file is not re-read each time.
+            self._file = now
+            try:
+                key, _ = read_key_file(self.path)
+            except InvalidKey as exc:
+                self._failed(str(exc))
+                return self._key
+            self._failures.recovered()
+            if key != self._key.reveal():
+                if self._on_change is not None:
+                    self._on_change(key)
+                self._key = Secret(key)
+                log.info("API key file changed, using the new key")
+            return self._key
+
+    def _failed(self, message: str) -> None:
+        self._failures.failed(
+            (message,),
+            "%s; keeping the previous key",
+            "API key file still unusable (%d checks in a row): %s",
+            message,
+        )

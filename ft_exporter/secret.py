@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 REDACTED = "<redacted>"
+
+
+class KeySource(Protocol):
+    """Where the client gets the key for its next request (a Secret, or a key file)."""
+
+    def current(self) -> Secret:
+        """The key to send now."""
 
 
 class Secret:
@@ -16,6 +25,10 @@ class Secret:
     def reveal(self) -> str:
         """The real value, for the one place that must send it (the auth header)."""
         return self._value
+
+    def current(self) -> Secret:
+        """A fixed key is its own KeySource."""
+        return self
 
     def __bool__(self) -> bool:
         return bool(self._value)

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Exporter, Simulator, exporter_exe, free_port, value, wait_for
+from conftest import Exporter, Simulator, api_errors, exporter_exe, free_port, value, wait_for
 from leaks import leaked
 
-from ft_exporter.keyfile import MAX_KEY_FILE_BYTES
+from ft_exporter import logs
+from ft_exporter.keyfile import MAX_KEY_FILE_BYTES, KeyFile
 from ft_exporter.model import Snapshot
 from ft_exporter.poller import REPEAT_LOG_INTERVAL, Poller
+from ft_exporter.secret import REDACTED, Secret
 
 KEY = "sk-keyfile-SECRET-0123456789abcd"
 OLD_KEY = "sk-revoked-SECRET-9876543210zyxw"
@@ -254,3 +256,121 @@ def test_an_unexpected_sweep_failure_is_logged_once_then_rate_limited(
     # Each one is a failed sweep: dashscope_finetune_sweep_failures_total counts it.
     assert results == [False] * 17
     assert not poller.state().up
+
+
+# --- item 9: a rotated key file is used from the next request on ----------------------
+
+
+class SecretVolume:
+    """A directory laid out as the kubelet lays out a Secret volume, swapped the same way:
+    ``api-key -> ..data/api-key``, ``..data -> ..<version>``, a new version by renaming a
+    new ``..data`` link over the old one."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.root = root
+        self.root.mkdir()
+        self.versions = 0
+        self.publish(key)
+        (root / "api-key").symlink_to("..data/api-key")
+        self.path = str(root / "api-key")
+
+    def publish(self, content: str) -> None:
+        self.versions += 1
+        version = self.root / f"..2024_01_01_00_00_0{self.versions}"
+        version.mkdir()
+        (version / "api-key").write_text(content)
+        link = self.root / "..data_tmp"
+        link.symlink_to(version.name)
+        os.replace(link, self.root / "..data")
+
+
+def test_a_rotated_key_file_is_used_without_a_restart(
+    tmp_path: Path, exporter_factory: Callable[..., Exporter]
+) -> None:
+    sim = Simulator(tmp_path, key=NEW_KEY)  # the old key is revoked
+    volume = SecretVolume(tmp_path / "secret", OLD_KEY + "\n")
+    try:
+        exp = exporter_factory(
+            [
+                f"--dashscope.base-url={sim.url}",
+                f"{FLAG}={volume.path}",
+                "--poll.interval=1s",
+                "--dashscope.max-attempts=1",
+                "--log.level=debug",
+            ],
+            wait_ready=False,
+        )
+        wait_for(lambda: api_errors(exp, "InvalidApiKey", "401") >= 2, what="old key refused")
+        assert metric(exp, "dashscope_finetune_up") == 0
+
+        volume.publish(NEW_KEY + "\n")
+        wait_for(lambda: metric(exp, "dashscope_finetune_up") == 1, what="the new key used")
+        refused = api_errors(exp, "InvalidApiKey", "401")
+        requests = metric(exp, "dashscope_finetune_api_requests_total")
+        wait_for(
+            lambda: metric(exp, "dashscope_finetune_api_requests_total") >= requests + 3,
+            what="three more requests",
+        )
+        assert api_errors(exp, "InvalidApiKey", "401") == refused
+
+        # A rotation to a file that holds no key keeps the last good one, with one error.
+        volume.publish("\ufeff\n")
+        wait_for(lambda: "is empty; keeping the previous key" in exp.output(), what="refusal")
+        requests = metric(exp, "dashscope_finetune_api_requests_total")
+        wait_for(
+            lambda: metric(exp, "dashscope_finetune_api_requests_total") >= requests + 3,
+            what="three more requests",
+        )
+        assert metric(exp, "dashscope_finetune_up") == 1
+        assert api_errors(exp, "InvalidApiKey", "401") == refused
+        text = exp.metrics()
+        assert exp.stop() == 0
+        log = exp.output()
+    finally:
+        sim.stop()
+    assert log.count(CHANGED) == 1
+    assert log.count("keeping the previous key") == 1
+    assert f"{FLAG} '{volume.path}' is empty; keeping the previous key" in log
+    assert "Traceback" not in log
+    assert leaked(log + text, OLD_KEY, NEW_KEY) == []
+
+
+def test_key_file_checks_follow_each_rotation(tmp_path: Path) -> None:
+    """The key source alone: re-read only on change, every kind of bad file refused
+    without blocking, the new key handed to the redaction filter before its first use."""
+    volume = SecretVolume(tmp_path / "secret", OLD_KEY)
+    learned: list[str] = []
+    source = KeyFile(volume.path, Secret(OLD_KEY), on_change=learned.append)
+    assert source.current().reveal() == OLD_KEY
+    assert learned == []  # the same key: nothing to tell
+    volume.publish(NEW_KEY)
+    assert source.current().reveal() == NEW_KEY
+    assert learned == [NEW_KEY]
+
+    fifo_version = tmp_path / "fifo"
+    os.mkfifo(fifo_version)
+    for bad in ("", "\ufeff", f"{KEY}\n{KEY}", "x" * (MAX_KEY_FILE_BYTES + 1)):
+        volume.publish(bad)
+        assert source.current().reveal() == NEW_KEY
+    volume.publish("placeholder")
+    current = volume.root / "..data" / "api-key"
+    current.unlink()
+    current.symlink_to(fifo_version)  # a FIFO: must not block
+    assert source.current().reveal() == NEW_KEY
+    (volume.root / "..data").unlink()  # gone altogether
+    assert source.current().reveal() == NEW_KEY
+    volume.publish(KEY)
+    assert source.current().reveal() == KEY
+    assert learned == [NEW_KEY, KEY]
+    assert NEW_KEY not in repr(source) and KEY not in repr(source)
+
+
+def test_the_log_filter_redacts_rotated_keys_old_and_new() -> None:
+    redact = logs.RedactFilter([OLD_KEY])
+    redact.add(NEW_KEY)
+    redact.add(NEW_KEY + "-longer")  # contains NEW_KEY: redacted whole, not in part
+    record = logging.LogRecord(
+        "t", logging.INFO, __file__, 1, "%s %s %s", (OLD_KEY, NEW_KEY, NEW_KEY + "-longer"), None
+    )
+    assert redact.filter(record)
+    assert record.getMessage() == f"{REDACTED} {REDACTED} {REDACTED}"
