@@ -124,8 +124,21 @@ def _clip_code(code: str) -> str:
     return cleaned[:_MAX_CODE_LENGTH] or INVALID_RESPONSE
 
 
-def classify_response(status: int, body: bytes) -> ApiError:
-    """Turn a non-2xx answer into an ApiError carrying the API's own code when it has one."""
+def _scrub(value: object, limit: int, key: Secret | None) -> str:
+    """Text the API sent, bounded, and without the key the request carried.
+
+    An API may echo the key (after padding, so that a plain clip would keep part of it):
+    it is removed before clipping, never after.
+    """
+    text = value if isinstance(value, str) else str(value)
+    return key.scrub(text, limit) if key is not None else text[:limit]
+
+
+def classify_response(status: int, body: bytes, key: Secret | None = None) -> ApiError:
+    """Turn a non-2xx answer into an ApiError carrying the API's own code when it has one.
+
+    ``key`` is the key the request carried; no trace of it is copied into the error.
+    """
     http_status = str(status)
     try:
         payload = json.loads(body.decode("utf-8"))
@@ -137,17 +150,20 @@ def classify_response(status: int, body: bytes) -> ApiError:
         request_id = payload.get("request_id") or ""
         if isinstance(code, str) and code.strip():
             return ApiError(
-                _clip_code(code.strip()),
-                str(message)[:200] or f"HTTP {status}",
+                _clip_code(_scrub(code.strip(), _MAX_CODE_LENGTH, key)),
+                _scrub(message, 200, key) or f"HTTP {status}",
                 http_status,
-                str(request_id)[:100],
+                _scrub(request_id, 100, key),
             )
     snippet = "empty body" if not body.strip() else "body without an error code"
     return ApiError(INVALID_RESPONSE, f"HTTP {status} with {snippet}", http_status)
 
 
-def decode_page(body: bytes, http_status: int = 200) -> Page:
-    """Decode a 2xx body into a Page; anything of the wrong shape is InvalidResponse."""
+def decode_page(body: bytes, http_status: int = 200, key: Secret | None = None) -> Page:
+    """Decode a 2xx body into a Page; anything of the wrong shape is InvalidResponse.
+
+    ``key`` is the key the request carried; no trace of it is kept in the request id.
+    """
     status = str(http_status)
     try:
         payload = json.loads(body.decode("utf-8"))
@@ -158,7 +174,7 @@ def decode_page(body: bytes, http_status: int = 200) -> Page:
     if not isinstance(payload, Mapping):
         raise ApiError(INVALID_RESPONSE, "body is not a JSON object", status)
     request_id = payload.get("request_id")
-    rid = request_id[:100] if isinstance(request_id, str) else ""
+    rid = _scrub(request_id, 100, key) if isinstance(request_id, str) else ""
     output = payload.get("output")
     if not isinstance(output, Mapping):
         raise ApiError(INVALID_RESPONSE, "body has no 'output' object", status, rid)
@@ -310,10 +326,10 @@ class FineTuneClient:
             # Connection refused or reset, also mid-body (ChunkedEncodingError).
             raise ApiError(CONNECTION_ERROR, type(exc).__name__) from exc
         if not 200 <= response.status_code < 300:
-            err = classify_response(response.status_code, body)
+            err = classify_response(response.status_code, body, key)
             err.retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
             raise err
-        return decode_page(body, response.status_code)
+        return decode_page(body, response.status_code, key)
 
     def _read_body(self, response: requests.Response, started: float) -> bytes:
         """Read at most max_response_bytes, within the request timeout as a whole."""

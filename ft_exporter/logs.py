@@ -8,9 +8,7 @@ import sys
 import time
 from typing import TextIO
 
-from ft_exporter.secret import REDACTED
-
-MIN_SECRET_LENGTH = 8
+from ft_exporter.secret import MIN_SECRET_LENGTH, REDACTED
 
 _LEVELS = {
     "debug": logging.DEBUG,

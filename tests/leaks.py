@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ft_exporter.logs import MIN_SECRET_LENGTH
+from ft_exporter.secret import MIN_SECRET_LENGTH
 
 
 def leaked(text: str, *secrets: str) -> list[str]:
