@@ -96,25 +96,43 @@ class Page:
 
 
 def normalise_base_url(url: str) -> str:
-    """Accept ``https://host`` or ``https://host/api/v1`` and return the bare origin form.
+    """Accept ``https://host`` or ``https://host[/prefix]/api/v1`` and return the origin form.
 
-    Raises ValueError on anything that is not an absolute http(s) URL.
+    Raises ValueError on anything else. A URL may carry a key put there by mistake (in
+    its user info, query, path or fragment), so an error names the scheme and host only.
     """
     text = url.strip().rstrip("/")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
-        raise ValueError(f"not an http(s) base URL: {url!r}")
-    if parts.username or parts.password:
-        raise ValueError("base URL must not carry credentials")
     try:
-        _ = parts.port  # raises on a malformed port
-    except ValueError as exc:
-        raise ValueError(f"malformed port in base URL: {url!r}") from exc
+        parts = urlsplit(text)
+    except ValueError:
+        raise ValueError("not an http(s) base URL: it does not parse as a URL") from None
+    if not parts.scheme:
+        raise ValueError(
+            "not an http(s) base URL: no scheme (use e.g. https://dashscope-intl.aliyuncs.com)"
+        )
+    host = parts.hostname or ""
+    where = f"(scheme {parts.scheme!r}, host {host!r})"
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError(f"not an http(s) base URL with a host {where}")
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise ValueError(f"base URL holds whitespace or control characters {where}")
+    if "@" in parts.netloc:
+        raise ValueError(f"base URL must not carry credentials {where}")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"base URL has a malformed port {where}") from None
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise ValueError(f"base URL must not have a query or fragment {where}")
     path = parts.path
     for suffix in ("/api/v1/fine-tunes", "/api/v1"):
         if path.endswith(suffix):
             path = path[: -len(suffix)]
             break
+    else:
+        if path:
+            # Anything else may be a key pasted into the URL, and would be sent to a proxy.
+            raise ValueError(f"base URL path must be empty or end in /api/v1 {where}")
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 

@@ -374,3 +374,40 @@ def test_the_log_filter_redacts_rotated_keys_old_and_new() -> None:
     )
     assert redact.filter(record)
     assert record.getMessage() == f"{REDACTED} {REDACTED} {REDACTED}"
+
+
+# --- item 11: a key pasted into the base URL never reaches the error text -------------
+
+BAD_URLS = {
+    "ftp-userinfo": f"ftp://user:{KEY}@api.example",
+    "password": f"https://user:{KEY}@api.example",
+    "user": f"https://{KEY}@api.example",
+    "query": f"https://api.example/?api_key={KEY}",
+    "query-after-api-v1": f"https://api.example/api/v1?api_key={KEY}",
+    "path": f"https://api.example/{KEY}",
+    "path-before-other": f"https://api.example/{KEY}/fine-tunes",
+    "fragment": f"https://api.example/#{KEY}",
+    "port": f"https://api.example:{KEY}/",
+    "space-in-path": f"https://api.example/{KEY[:10]} {KEY[10:]}/api/v1",
+    "the-key-alone": KEY,
+}
+
+
+@pytest.mark.parametrize("via", ["flag", "env"])
+@pytest.mark.parametrize("url", BAD_URLS.values(), ids=BAD_URLS.keys())
+def test_a_key_in_the_base_url_is_never_echoed(url: str, via: str) -> None:
+    args: list[str] = []
+    env = {"DASHSCOPE_API_KEY": "sk-unrelated-key-000"}
+    if via == "flag":
+        args = [f"--dashscope.base-url={url}"]
+    else:
+        env["DASHSCOPE_BASE_URL"] = url
+    result = start_failing(args, env)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ft-exporter: error: argument --dashscope.base-url: ")
+    assert leaked(result.stderr, KEY) == []
+    if "api.example" in url:
+        assert "host 'api.example'" in lines[0]
