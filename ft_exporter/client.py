@@ -6,9 +6,11 @@ reported to an optional observer, which the exporter wires to its counters.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +20,10 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager, ProxyManager
 
 from ft_exporter import __version__
 from ft_exporter.model import Job, JobParseError, Snapshot, parse_job
@@ -208,6 +214,126 @@ def decode_page(body: bytes, http_status: int = 200, key: Secret | None = None) 
     return Page(jobs=jobs, total=total, request_id=rid)
 
 
+class _Deadline:
+    """Ends a request at a fixed time after it starts, whatever the server trickles.
+
+    Socket timeouts bound each ``recv``, not the request: a server that sends a byte of
+    its headers or body now and then holds a request for as long as it likes. A timer
+    shuts the request's sockets down at the deadline instead; the blocked read then
+    fails at once, in the connect, TLS handshake, headers or body alike.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._connections: list[HTTPConnection] = []
+        #: Also kept apart: a response that ends with the connection takes the socket
+        #: away from its connection (``sock`` is None) while the body is read.
+        self._sockets: list[socket.socket] = []
+        self._done = False
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        _active.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._done = True  # connections go back to the pool: hands off
+        _active.deadline = None
+
+    def watch(self, connection: HTTPConnection) -> None:
+        """A connection this request uses; shut down at once if the deadline has passed."""
+        with self._lock:
+            if self._done:
+                return
+            if connection not in self._connections:
+                self._connections.append(connection)
+            self._remember(connection)
+            if self.expired:
+                self._shut()
+
+    def _remember(self, connection: HTTPConnection) -> None:
+        sock = connection.sock
+        if sock is not None and sock not in self._sockets:
+            self._sockets.append(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            for connection in self._connections:
+                self._remember(connection)
+            self._shut()
+
+    def _shut(self) -> None:
+        """Shut the sockets down for both directions: a read blocked in one returns at once.
+
+        socket.socket's own method: SSLSocket.shutdown would also drop its TLS state under
+        the feet of the thread reading from it. A closed socket (fd -1) raises OSError.
+        """
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+#: The deadline of the request this thread is making, for the connections it uses.
+_active = threading.local()
+
+
+def _watch(connection: HTTPConnection) -> None:
+    deadline: _Deadline | None = getattr(_active, "deadline", None)
+    if deadline is not None:
+        deadline.watch(connection)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """A connection that puts itself under the current request's deadline when used."""
+
+    def connect(self) -> None:
+        _watch(self)  # its socket exists from here on, before a TLS handshake
+        super().connect()
+        _watch(self)  # the deadline passed while connecting
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self)  # a kept-alive connection, reused
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPConnectionPool, "https": _WatchedHTTPSConnectionPool}
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter, with connections (also through an HTTP proxy) that a _Deadline
+    can shut down."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        manager: PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, ProxyManager):  # a SOCKS manager keeps its own pools
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
 class FineTuneClient:
     """Lists fine-tune jobs, one keep-alive session, every page of every sweep."""
 
@@ -256,6 +382,9 @@ class FineTuneClient:
         self._not_before = 0.0
         self._malformed_logged: dict[str, int] = {}
         self.session = session or requests.Session()
+        adapter = _DeadlineAdapter()
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.headers["Accept"] = "application/json"
         # Passed on every request: a session-level verify loses to REQUESTS_CA_BUNDLE.
@@ -327,30 +456,37 @@ class FineTuneClient:
     def _get(self, params: Mapping[str, str | int]) -> Page:
         url = self.base_url + API_PATH
         key = self._keys.current()
-        started = self._monotonic()
-        try:
-            with self.session.get(
-                url,
-                params=params,
-                headers=self._headers(key),
-                timeout=self.timeout,
-                stream=True,
-                verify=self._verify,
-            ) as response:
-                body = self._read_body(response, started)
-        except requests.Timeout as exc:
-            raise ApiError(TIMEOUT, f"no answer within {self.timeout:g}s") from exc
-        except requests.RequestException as exc:
-            # Connection refused or reset, also mid-body (ChunkedEncodingError).
-            raise ApiError(CONNECTION_ERROR, type(exc).__name__) from exc
+        with _Deadline(self.timeout) as deadline:
+            try:
+                with self.session.get(
+                    url,
+                    params=params,
+                    headers=self._headers(key),
+                    timeout=self.timeout,
+                    stream=True,
+                    verify=self._verify,
+                ) as response:
+                    body = self._read_body(response)
+            except ApiError:
+                raise
+            except Exception as exc:
+                # Once the deadline has shut the socket, whatever broke is a timeout.
+                if deadline.expired or isinstance(exc, requests.Timeout):
+                    raise ApiError(TIMEOUT, f"no answer within {self.timeout:g}s") from exc
+                if isinstance(exc, requests.RequestException):
+                    # Connection refused or reset, also mid-body (ChunkedEncodingError).
+                    raise ApiError(CONNECTION_ERROR, type(exc).__name__) from exc
+                raise
+            if deadline.expired:  # a body without a length ends "cleanly" when cut
+                raise ApiError(TIMEOUT, f"no answer within {self.timeout:g}s")
         if not 200 <= response.status_code < 300:
             err = classify_response(response.status_code, body, key)
             err.retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
             raise err
         return decode_page(body, response.status_code, key)
 
-    def _read_body(self, response: requests.Response, started: float) -> bytes:
-        """Read at most max_response_bytes, within the request timeout as a whole."""
+    def _read_body(self, response: requests.Response) -> bytes:
+        """Read at most max_response_bytes (the request's deadline bounds the time)."""
         limit = self.max_response_bytes
         status = str(response.status_code)
         declared = response.headers.get("Content-Length", "")
@@ -364,8 +500,6 @@ class FineTuneClient:
             size += len(chunk)
             if size > limit:
                 raise ApiError(INVALID_RESPONSE, f"response exceeds {limit} bytes", status)
-            if self._monotonic() - started > self.timeout:
-                raise ApiError(TIMEOUT, f"body not complete within {self.timeout:g}s")
             chunks.append(chunk)
         return b"".join(chunks)
 
