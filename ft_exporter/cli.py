@@ -20,9 +20,10 @@ from ft_exporter import __version__, config, logs
 from ft_exporter.client import FineTuneClient
 from ft_exporter.collector import CollectorSettings, FineTuneCollector
 from ft_exporter.http.server import ExporterHTTPServer, Limits, connection_cap, raise_fd_limit
+from ft_exporter.keyfile import KeyFile
 from ft_exporter.poller import Poller
 from ft_exporter.retry import RetryPolicy
-from ft_exporter.secret import Secret
+from ft_exporter.secret import KeySource, Secret
 from ft_exporter.selfmetrics import ExporterMetrics
 
 log = logging.getLogger("ft_exporter")
@@ -60,8 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo_key = "sk-demo-" + secrets.token_hex(8)
         simulator = sim.serve(key=demo_key, tz=cfg.timezone)
         cfg = replace(cfg, api_key=Secret(demo_key), base_url=simulator.url)
-    logs.setup(cfg.log_level, cfg.log_format, [cfg.api_key.reveal()])
+    redact = logs.setup(cfg.log_level, cfg.log_format, [cfg.api_key.reveal()])
     signal.signal(signal.SIGHUP, _ignore_hangup)
+    keys: KeySource = cfg.api_key
+    if cfg.api_key_file:
+        # A rotated key is redacted from the log before it is first used.
+        keys = KeyFile(cfg.api_key_file, cfg.api_key, on_change=redact.add)
     for warning in cfg.web.warnings:
         log.warning("--web.config.file %s: %s", cfg.web_config_file, warning)
 
@@ -70,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     client = FineTuneClient(
         cfg.base_url,
-        cfg.api_key,
+        keys,
         workspace=cfg.workspace,
         page_size=cfg.page_size,
         timeout=cfg.timeout,

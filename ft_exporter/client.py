@@ -6,9 +6,11 @@ reported to an optional observer, which the exporter wires to its counters.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -18,11 +20,15 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager, ProxyManager
 
 from ft_exporter import __version__
 from ft_exporter.model import Job, JobParseError, Snapshot, parse_job
 from ft_exporter.retry import RetryPolicy, TokenBucket, is_retryable, parse_retry_after
-from ft_exporter.secret import Secret
+from ft_exporter.secret import KeySource, Secret
 
 log = logging.getLogger(__name__)
 
@@ -96,25 +102,43 @@ class Page:
 
 
 def normalise_base_url(url: str) -> str:
-    """Accept ``https://host`` or ``https://host/api/v1`` and return the bare origin form.
+    """Accept ``https://host`` or ``https://host[/prefix]/api/v1`` and return the origin form.
 
-    Raises ValueError on anything that is not an absolute http(s) URL.
+    Raises ValueError on anything else. A URL may carry a key put there by mistake (in
+    its user info, query, path or fragment), so an error names the scheme and host only.
     """
     text = url.strip().rstrip("/")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
-        raise ValueError(f"not an http(s) base URL: {url!r}")
-    if parts.username or parts.password:
-        raise ValueError("base URL must not carry credentials")
     try:
-        _ = parts.port  # raises on a malformed port
-    except ValueError as exc:
-        raise ValueError(f"malformed port in base URL: {url!r}") from exc
+        parts = urlsplit(text)
+    except ValueError:
+        raise ValueError("not an http(s) base URL: it does not parse as a URL") from None
+    if not parts.scheme:
+        raise ValueError(
+            "not an http(s) base URL: no scheme (use e.g. https://dashscope-intl.aliyuncs.com)"
+        )
+    host = parts.hostname or ""
+    where = f"(scheme {parts.scheme!r}, host {host!r})"
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError(f"not an http(s) base URL with a host {where}")
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise ValueError(f"base URL holds whitespace or control characters {where}")
+    if "@" in parts.netloc:
+        raise ValueError(f"base URL must not carry credentials {where}")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"base URL has a malformed port {where}") from None
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise ValueError(f"base URL must not have a query or fragment {where}")
     path = parts.path
     for suffix in ("/api/v1/fine-tunes", "/api/v1"):
         if path.endswith(suffix):
             path = path[: -len(suffix)]
             break
+    else:
+        if path:
+            # Anything else may be a key pasted into the URL, and would be sent to a proxy.
+            raise ValueError(f"base URL path must be empty or end in /api/v1 {where}")
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
@@ -124,8 +148,21 @@ def _clip_code(code: str) -> str:
     return cleaned[:_MAX_CODE_LENGTH] or INVALID_RESPONSE
 
 
-def classify_response(status: int, body: bytes) -> ApiError:
-    """Turn a non-2xx answer into an ApiError carrying the API's own code when it has one."""
+def _scrub(value: object, limit: int, key: Secret | None) -> str:
+    """Text the API sent, bounded, and without the key the request carried.
+
+    An API may echo the key (after padding, so that a plain clip would keep part of it):
+    it is removed before clipping, never after.
+    """
+    text = value if isinstance(value, str) else str(value)
+    return key.scrub(text, limit) if key is not None else text[:limit]
+
+
+def classify_response(status: int, body: bytes, key: Secret | None = None) -> ApiError:
+    """Turn a non-2xx answer into an ApiError carrying the API's own code when it has one.
+
+    ``key`` is the key the request carried; no trace of it is copied into the error.
+    """
     http_status = str(status)
     try:
         payload = json.loads(body.decode("utf-8"))
@@ -137,17 +174,20 @@ def classify_response(status: int, body: bytes) -> ApiError:
         request_id = payload.get("request_id") or ""
         if isinstance(code, str) and code.strip():
             return ApiError(
-                _clip_code(code.strip()),
-                str(message)[:200] or f"HTTP {status}",
+                _clip_code(_scrub(code.strip(), _MAX_CODE_LENGTH, key)),
+                _scrub(message, 200, key) or f"HTTP {status}",
                 http_status,
-                str(request_id)[:100],
+                _scrub(request_id, 100, key),
             )
     snippet = "empty body" if not body.strip() else "body without an error code"
     return ApiError(INVALID_RESPONSE, f"HTTP {status} with {snippet}", http_status)
 
 
-def decode_page(body: bytes, http_status: int = 200) -> Page:
-    """Decode a 2xx body into a Page; anything of the wrong shape is InvalidResponse."""
+def decode_page(body: bytes, http_status: int = 200, key: Secret | None = None) -> Page:
+    """Decode a 2xx body into a Page; anything of the wrong shape is InvalidResponse.
+
+    ``key`` is the key the request carried; no trace of it is kept in the request id.
+    """
     status = str(http_status)
     try:
         payload = json.loads(body.decode("utf-8"))
@@ -158,7 +198,7 @@ def decode_page(body: bytes, http_status: int = 200) -> Page:
     if not isinstance(payload, Mapping):
         raise ApiError(INVALID_RESPONSE, "body is not a JSON object", status)
     request_id = payload.get("request_id")
-    rid = request_id[:100] if isinstance(request_id, str) else ""
+    rid = _scrub(request_id, 100, key) if isinstance(request_id, str) else ""
     output = payload.get("output")
     if not isinstance(output, Mapping):
         raise ApiError(INVALID_RESPONSE, "body has no 'output' object", status, rid)
@@ -174,13 +214,133 @@ def decode_page(body: bytes, http_status: int = 200) -> Page:
     return Page(jobs=jobs, total=total, request_id=rid)
 
 
+class _Deadline:
+    """Ends a request at a fixed time after it starts, whatever the server trickles.
+
+    Socket timeouts bound each ``recv``, not the request: a server that sends a byte of
+    its headers or body now and then holds a request for as long as it likes. A timer
+    shuts the request's sockets down at the deadline instead; the blocked read then
+    fails at once, in the connect, TLS handshake, headers or body alike.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._connections: list[HTTPConnection] = []
+        #: Also kept apart: a response that ends with the connection takes the socket
+        #: away from its connection (``sock`` is None) while the body is read.
+        self._sockets: list[socket.socket] = []
+        self._done = False
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        _active.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._done = True  # connections go back to the pool: hands off
+        _active.deadline = None
+
+    def watch(self, connection: HTTPConnection) -> None:
+        """A connection this request uses; shut down at once if the deadline has passed."""
+        with self._lock:
+            if self._done:
+                return
+            if connection not in self._connections:
+                self._connections.append(connection)
+            self._remember(connection)
+            if self.expired:
+                self._shut()
+
+    def _remember(self, connection: HTTPConnection) -> None:
+        sock = connection.sock
+        if sock is not None and sock not in self._sockets:
+            self._sockets.append(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            for connection in self._connections:
+                self._remember(connection)
+            self._shut()
+
+    def _shut(self) -> None:
+        """Shut the sockets down for both directions: a read blocked in one returns at once.
+
+        socket.socket's own method: SSLSocket.shutdown would also drop its TLS state under
+        the feet of the thread reading from it. A closed socket (fd -1) raises OSError.
+        """
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+#: The deadline of the request this thread is making, for the connections it uses.
+_active = threading.local()
+
+
+def _watch(connection: HTTPConnection) -> None:
+    deadline: _Deadline | None = getattr(_active, "deadline", None)
+    if deadline is not None:
+        deadline.watch(connection)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """A connection that puts itself under the current request's deadline when used."""
+
+    def connect(self) -> None:
+        _watch(self)  # its socket exists from here on, before a TLS handshake
+        super().connect()
+        _watch(self)  # the deadline passed while connecting
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self)  # a kept-alive connection, reused
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPConnectionPool, "https": _WatchedHTTPSConnectionPool}
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter, with connections (also through an HTTP proxy) that a _Deadline
+    can shut down."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        manager: PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, ProxyManager):  # a SOCKS manager keeps its own pools
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
 class FineTuneClient:
     """Lists fine-tune jobs, one keep-alive session, every page of every sweep."""
 
     def __init__(
         self,
         base_url: str,
-        api_key: Secret,
+        api_key: KeySource,
         *,
         workspace: str = "",
         page_size: int = 100,
@@ -199,7 +359,8 @@ class FineTuneClient:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = normalise_base_url(base_url)
-        self._key = api_key
+        # Asked before every request: a key file may have been rotated since the last one.
+        self._keys = api_key
         self.workspace = workspace
         self.page_size = page_size
         self.timeout = timeout
@@ -221,19 +382,22 @@ class FineTuneClient:
         self._not_before = 0.0
         self._malformed_logged: dict[str, int] = {}
         self.session = session or requests.Session()
+        adapter = _DeadlineAdapter()
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.headers["Accept"] = "application/json"
         # Passed on every request: a session-level verify loses to REQUESTS_CA_BUNDLE.
         self._verify: str | bool = ca_file or True
 
     def __repr__(self) -> str:
-        return f"FineTuneClient(base_url={self.base_url!r}, api_key={self._key!r})"
+        return f"FineTuneClient(base_url={self.base_url!r}, api_key={self._keys!r})"
 
     def close(self) -> None:
         self.session.close()
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self._key.reveal()}"}
+    def _headers(self, key: Secret) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {key.reveal()}"}
         if self.workspace:
             headers["X-DashScope-WorkSpace"] = self.workspace
         return headers
@@ -291,30 +455,38 @@ class FineTuneClient:
 
     def _get(self, params: Mapping[str, str | int]) -> Page:
         url = self.base_url + API_PATH
-        started = self._monotonic()
-        try:
-            with self.session.get(
-                url,
-                params=params,
-                headers=self._headers(),
-                timeout=self.timeout,
-                stream=True,
-                verify=self._verify,
-            ) as response:
-                body = self._read_body(response, started)
-        except requests.Timeout as exc:
-            raise ApiError(TIMEOUT, f"no answer within {self.timeout:g}s") from exc
-        except requests.RequestException as exc:
-            # Connection refused or reset, also mid-body (ChunkedEncodingError).
-            raise ApiError(CONNECTION_ERROR, type(exc).__name__) from exc
+        key = self._keys.current()
+        with _Deadline(self.timeout) as deadline:
+            try:
+                with self.session.get(
+                    url,
+                    params=params,
+                    headers=self._headers(key),
+                    timeout=self.timeout,
+                    stream=True,
+                    verify=self._verify,
+                ) as response:
+                    body = self._read_body(response)
+            except ApiError:
+                raise
+            except Exception as exc:
+                # Once the deadline has shut the socket, whatever broke is a timeout.
+                if deadline.expired or isinstance(exc, requests.Timeout):
+                    raise ApiError(TIMEOUT, f"no answer within {self.timeout:g}s") from exc
+                if isinstance(exc, requests.RequestException):
+                    # Connection refused or reset, also mid-body (ChunkedEncodingError).
+                    raise ApiError(CONNECTION_ERROR, type(exc).__name__) from exc
+                raise
+            if deadline.expired:  # a body without a length ends "cleanly" when cut
+                raise ApiError(TIMEOUT, f"no answer within {self.timeout:g}s")
         if not 200 <= response.status_code < 300:
-            err = classify_response(response.status_code, body)
+            err = classify_response(response.status_code, body, key)
             err.retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
             raise err
-        return decode_page(body, response.status_code)
+        return decode_page(body, response.status_code, key)
 
-    def _read_body(self, response: requests.Response, started: float) -> bytes:
-        """Read at most max_response_bytes, within the request timeout as a whole."""
+    def _read_body(self, response: requests.Response) -> bytes:
+        """Read at most max_response_bytes (the request's deadline bounds the time)."""
         limit = self.max_response_bytes
         status = str(response.status_code)
         declared = response.headers.get("Content-Length", "")
@@ -328,8 +500,6 @@ class FineTuneClient:
             size += len(chunk)
             if size > limit:
                 raise ApiError(INVALID_RESPONSE, f"response exceeds {limit} bytes", status)
-            if self._monotonic() - started > self.timeout:
-                raise ApiError(TIMEOUT, f"body not complete within {self.timeout:g}s")
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, NoReturn
 
-from ft_exporter import __version__, webconfig
+from ft_exporter import __version__, keyfile, webconfig
 from ft_exporter.client import normalise_base_url
 from ft_exporter.collector import DEFAULT_MAX_AGGREGATE_SERIES, QuotaRule
 from ft_exporter.model import DOCUMENTED_STATUSES, normalise_status, parse_timezone
@@ -97,6 +97,8 @@ class Config:
     """Everything the exporter needs, already validated."""
 
     api_key: Secret
+    #: Re-read when it changes; "" when the key came from the environment.
+    api_key_file: str = ""
     listen_host: str = ""
     listen_port: int = DEFAULT_PORT
     telemetry_path: str = "/metrics"
@@ -213,7 +215,7 @@ _FLAGS: tuple[_Flag, ...] = (
     _Flag(
         "dashscope.api-key-file",
         "FT_EXPORTER_DASHSCOPE_API_KEY_FILE",
-        f"file holding the API key (else ${API_KEY_ENV} is used)",
+        f"file holding the API key (else ${API_KEY_ENV} is used); re-read when it changes",
     ),
     _Flag(
         "dashscope.workspace",
@@ -430,18 +432,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
-def _read_key_file(path: str) -> str:
+def _read_key(path: str, environ: Mapping[str, str]) -> str:
+    """The key from the file at ``path``, else from $DASHSCOPE_API_KEY, checked alike."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            key = handle.read().strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read --dashscope.api-key-file {path!r}: {exc.strerror}"
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"--dashscope.api-key-file {path!r} is not text") from None
+        if path:
+            return keyfile.read_key_file(path)[0]
+        key = keyfile.clean_key(environ.get(API_KEY_ENV, ""), f"${API_KEY_ENV}")
+    except keyfile.InvalidKey as exc:
+        raise ConfigError(str(exc)) from None
     if not key:
-        raise ConfigError(f"--dashscope.api-key-file {path!r} is empty")
+        raise ConfigError(
+            f"no API key: set ${API_KEY_ENV} or --dashscope.api-key-file (or try --demo)"
+        )
     return key
 
 
@@ -513,19 +515,13 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         except webconfig.WebConfigError as exc:
             raise ConfigError(f"--web.config.file {web_file!r}: {exc}") from None
 
-    if args.demo:
-        key = ""  # the CLI supplies the simulator's key
-    elif args.dashscope_api_key_file:
-        key = _read_key_file(args.dashscope_api_key_file)
-    else:
-        key = environ.get(API_KEY_ENV, "").strip()
-        if not key:
-            raise ConfigError(
-                f"no API key: set ${API_KEY_ENV} or --dashscope.api-key-file (or try --demo)"
-            )
+    # In demo mode the CLI supplies the simulator's key.
+    key_file = "" if args.demo else args.dashscope_api_key_file or ""
+    key = "" if args.demo else _read_key(key_file, environ)
     host, port = args.web_listen_address
     return Config(
         api_key=Secret(key),
+        api_key_file=key_file,
         listen_host=host,
         listen_port=port,
         telemetry_path=path,

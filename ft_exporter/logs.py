@@ -15,9 +15,7 @@ import sys
 import time
 from typing import TextIO
 
-from ft_exporter.secret import REDACTED
-
-MIN_SECRET_LENGTH = 8
+from ft_exporter.secret import MIN_SECRET_LENGTH, REDACTED
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -32,8 +30,17 @@ class RedactFilter(logging.Filter):
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
+        self.secrets: tuple[str, ...] = ()
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str) -> None:
+        """Redact this secret too, from now on (a rotated key; the old ones stay redacted)."""
         # Very short "secrets" (a test key like "k") would garble every message.
-        self.secrets = [s for s in secrets if len(s) >= MIN_SECRET_LENGTH]
+        if len(secret) >= MIN_SECRET_LENGTH and secret not in self.secrets:
+            # Longest first, so a key that contains another is never half redacted. The
+            # tuple is replaced, not changed, for threads that are logging meanwhile.
+            self.secrets = tuple(sorted((*self.secrets, secret), key=len, reverse=True))
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
@@ -106,11 +113,12 @@ class JsonFormatter(logging.Formatter):
         return _JSON_RAW.sub(_escape, json.dumps(_fields(record, self), ensure_ascii=False))
 
 
-def setup(level: str, fmt: str, secrets: list[str], stream: TextIO = sys.stderr) -> None:
-    """Configure the root logger once, for the whole process."""
+def setup(level: str, fmt: str, secrets: list[str], stream: TextIO = sys.stderr) -> RedactFilter:
+    """Configure the root logger once, for the whole process; returns its redaction filter."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
-    handler.addFilter(RedactFilter(secrets))
+    redact = RedactFilter(secrets)
+    handler.addFilter(redact)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -120,3 +128,4 @@ def setup(level: str, fmt: str, secrets: list[str], stream: TextIO = sys.stderr)
     # asyncio's debug lines (its selector, slow callbacks) say nothing to an operator.
     for noisy in ("urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.INFO))
+    return redact

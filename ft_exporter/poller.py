@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 from ft_exporter.client import ApiError, Cancelled
@@ -18,6 +19,57 @@ log = logging.getLogger(__name__)
 
 #: Identical failures are logged once, then again at most this often.
 REPEAT_LOG_INTERVAL = 600.0
+
+
+class FailureLog:
+    """Logs a failure once, then the same failure again at most every REPEAT_LOG_INTERVAL.
+
+    A failure that repeats every few seconds would otherwise flood the log; one that
+    changes is news and is logged at once.
+    """
+
+    def __init__(self, logger: logging.Logger, monotonic: Callable[[], float]) -> None:
+        self._log = logger
+        self._monotonic = monotonic
+        self._last: tuple[str, ...] | None = None
+        self._logged_at = 0.0
+        self._repeats = 0
+
+    def failed(
+        self,
+        key: tuple[str, ...],
+        first: str,
+        repeat: str,
+        message: str,
+        exc: BaseException | None = None,
+    ) -> None:
+        """Log ``first % message`` (with ``exc``'s traceback) for a new failure, else maybe
+        ``repeat % (count, message)``; the traceback is not repeated."""
+        now = self._monotonic()
+        if key != self._last:
+            self._last = key
+            self._repeats = 1
+            self._logged_at = now
+            self._log.error(first, message, exc_info=exc)
+            return
+        self._repeats += 1
+        if now - self._logged_at >= REPEAT_LOG_INTERVAL:
+            self._logged_at = now
+            self._log.error(repeat, self._repeats, message)
+
+    def recovered(self) -> int:
+        """Forget the failure; returns how many times in a row it happened (0: none)."""
+        repeats = self._repeats if self._last is not None else 0
+        self._last = None
+        self._repeats = 0
+        return repeats
+
+
+def _crash_key(err: BaseException) -> tuple[str, ...]:
+    """The exception's type and the place it was raised: stable across repeats of a bug."""
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return (type(err).__name__, where)
 
 
 class Poller:
@@ -42,9 +94,7 @@ class Poller:
         self._stop = stop or threading.Event()
         self._first_done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_error: tuple[str, ...] | None = None
-        self._last_error_logged = 0.0
-        self._repeats = 0
+        self._failures = FailureLog(log, monotonic)
 
     def state(self) -> ExporterState:
         """The latest published state (an immutable object, replaced atomically)."""
@@ -67,9 +117,12 @@ class Poller:
             self._publish_failure(started, (err.code, err.http_status, err.message), str(err))
             return False
         except Exception as err:  # a bug must not kill the poller thread
-            log.exception("sweep crashed")
-            text = f"{type(err).__name__}: {err}"
-            self._publish_failure(started, (text,), text)
+            # Counted in sweep_failures (no API error code fits a bug of ours); logged with
+            # its traceback once, then rate-limited like any failure. The same exception
+            # raised at the same place is the same bug, whatever its text.
+            self._publish_failure(
+                started, _crash_key(err), f"unexpected {type(err).__name__}: {err}", err
+            )
             return False
         duration = self._monotonic() - started
         self._state = ExporterState(
@@ -78,15 +131,20 @@ class Poller:
             last_success=self._clock(),
             last_sweep_duration=duration,
         )
-        if self._last_error is not None:
-            log.info("sweep recovered after %d failure(s)", self._repeats)
-            self._last_error = None
-            self._repeats = 0
+        failures = self._failures.recovered()
+        if failures:
+            log.info("sweep recovered after %d failure(s)", failures)
         log.debug("sweep completed: %d jobs in %.3fs", len(snapshot.jobs), duration)
         self._notify(True)
         return True
 
-    def _publish_failure(self, started: float, key: tuple[str, ...], message: str) -> None:
+    def _publish_failure(
+        self,
+        started: float,
+        key: tuple[str, ...],
+        message: str,
+        exc: BaseException | None = None,
+    ) -> None:
         previous = self._state
         self._state = ExporterState(
             snapshot=previous.snapshot,
@@ -94,22 +152,14 @@ class Poller:
             last_success=previous.last_success,
             last_sweep_duration=self._monotonic() - started,
         )
-        self._log_failure(key, message)
+        self._failures.failed(
+            key,
+            "sweep failed, keeping the last complete snapshot: %s",
+            "sweep still failing (%d times in a row): %s",
+            message,
+            exc,
+        )
         self._notify(False)
-
-    def _log_failure(self, key: tuple[str, ...], message: str) -> None:
-        """Log a failure once; repeats of the same one only every REPEAT_LOG_INTERVAL."""
-        now = self._monotonic()
-        if key != self._last_error:
-            self._last_error = key
-            self._repeats = 1
-            self._last_error_logged = now
-            log.error("sweep failed, keeping the last complete snapshot: %s", message)
-            return
-        self._repeats += 1
-        if now - self._last_error_logged >= REPEAT_LOG_INTERVAL:
-            self._last_error_logged = now
-            log.error("sweep still failing (%d times in a row): %s", self._repeats, message)
 
     def _notify(self, ok: bool) -> None:
         if self._on_sweep is not None:

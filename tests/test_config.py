@@ -103,7 +103,8 @@ def test_listen_addresses(text: str, pair: tuple[str, int]) -> None:
         (
             ["--dashscope.base-url=dashscope.aliyuncs.com"],
             {"DASHSCOPE_API_KEY": KEY},
-            "argument --dashscope.base-url: not an http(s) base URL: 'dashscope.aliyuncs.com'",
+            "argument --dashscope.base-url: not an http(s) base URL: no scheme "
+            "(use e.g. https://dashscope-intl.aliyuncs.com)",
         ),
         (
             ["--dashscope.page-size=101"],
