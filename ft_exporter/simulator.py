@@ -4,7 +4,10 @@ It serves ``GET /api/v1/fine-tunes`` with the vendor's shapes (pagination,
 model filter, Bearer key check) and lets a test switch faults on and off
 through a small control API under ``/_sim/``:
 
-- ``GET  /_sim/stats``   request counters (``{"requests": N, "list_requests": N}``)
+- ``GET  /_sim/stats``   request counters (``{"requests": N, "list_requests": N}``), TCP
+  connections accepted (``connections``, control requests included), and for
+  the last 200 list requests ``request_log``: when each arrived (``time.monotonic()``, which
+  is system-wide on Linux, so a test can compare) and the fault it was answered with
 - ``POST /_sim/fault``   ``{"mode": "throttle", "count": 3, "delay": 2, "retry_after": "1"}``;
   ``"message"`` replaces the error message of ``throttle``, ``error500`` and ``bad_key``
 - ``DELETE /_sim/fault`` back to healthy
@@ -349,7 +352,10 @@ class SimulatedAccount:
         self.fault = Fault()
         self.requests = 0
         self.list_requests = 0
+        self.connections = 0  # TCP connections accepted: keep-alive reuse is visible
         self.request_times: list[float] = []  # time.monotonic() of recent list requests
+        #: (arrival, fault mode) of recent list requests: gaps between faulted attempts.
+        self.request_log: list[tuple[float, str]] = []
         self.new_job_every = new_job_every
         self.max_active_quota = max_active_quota
         now = clock()
@@ -462,6 +468,11 @@ class SimulatorServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.account._lock:
+            self.account.connections += 1
+        super().process_request(request, client_address)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("simulator: connection from %s ended badly", client_address)
 
@@ -539,7 +550,11 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "requests": account.requests,
                     "list_requests": account.list_requests,
+                    "connections": account.connections,
                     "request_times": account.request_times[-200:],
+                    "request_log": [
+                        {"at": at, "fault": mode} for at, mode in account.request_log[-200:]
+                    ],
                     "fault": account.fault.mode,
                 },
             )
@@ -549,11 +564,15 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path.rstrip("/") != API_PATH:
             self._error(404, "NotFound", "Not Found!")
             return
+        arrived = time.monotonic()
         with account._lock:
             account.list_requests += 1
-            account.request_times.append(time.monotonic())
+            account.request_times.append(arrived)
             del account.request_times[:-200]
         fault = account.take_fault()
+        with account._lock:
+            account.request_log.append((arrived, fault.mode))
+            del account.request_log[:-200]
         authorized = self.headers.get("Authorization") == f"Bearer {self.server.key}"
         if fault.mode == "bad_key" or not authorized:
             message = fault.message if fault.mode == "bad_key" else None
