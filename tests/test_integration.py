@@ -8,7 +8,10 @@ import re
 import signal
 import subprocess
 import threading
+import time
+import urllib.request
 from collections.abc import Callable
+from email.message import Message
 from pathlib import Path
 
 import fixtures as fx
@@ -27,6 +30,14 @@ from conftest import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from ft_exporter import __version__
+from ft_exporter.config import TEST_MIN_POLL_INTERVAL_ENV
+
+
+def get_with_headers(url: str, headers: dict[str, str]) -> tuple[int, Message, bytes]:
+    """GET with the response headers too (conftest's http_get drops them)."""
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return int(response.status), response.headers, response.read()
 
 
 def start(exporter_factory: Callable[..., Exporter], sim: Simulator, *args: str) -> Exporter:
@@ -182,29 +193,57 @@ def test_failed_sweeps_keep_last_values_count_errors_and_recover(
     assert "sweep recovered" in log_text
 
 
+STALENESS = 1.5
+POLL = 0.25
+
+
 def test_staleness_withdraws_job_series(
     simulator: Simulator, exporter_factory: Callable[..., Exporter]
 ) -> None:
+    """Job series stay up to --poll.max-staleness after the last good sweep, then go.
+
+    The last good sweep ended after its last request arrived and before the first failing
+    request arrived (the simulator stamps both): every scrape that ends before the first
+    plus the limit still shows them, every scrape that starts after the second plus the
+    limit does not. A sub-second interval (the test-only floor) keeps both bounds tight.
+    """
     exp = exporter_factory(
-        [f"--dashscope.base-url={simulator.url}", "--poll.interval=1s", "--poll.max-staleness=2s"],
-        env={"DASHSCOPE_API_KEY": simulator.key},
+        [
+            f"--dashscope.base-url={simulator.url}",
+            f"--poll.interval={POLL * 1000:g}ms",
+            f"--poll.max-staleness={STALENESS * 1000:g}ms",
+            "--dashscope.max-attempts=1",
+            "--dashscope.max-requests-per-second=50",  # sweeps, not the pacing, set the pace
+        ],
+        env={"DASHSCOPE_API_KEY": simulator.key, TEST_MIN_POLL_INTERVAL_ENV: str(POLL)},
     )
     assert value(exp.metrics(), "dashscope_finetune_quota_used_jobs", account="default") == 16
-    simulator.fault("error500")
-
-    def withdrawn_and_down() -> bool:
+    switched = time.monotonic()
+    simulator.fault("error500")  # every sweep from here on fails
+    scrapes: list[tuple[float, float, str]] = []
+    while time.monotonic() < switched + POLL + STALENESS + 1.0:
+        started = time.monotonic()
         text = exp.metrics()
-        return (
-            value(text, "dashscope_finetune_quota_used_jobs", account="default") is None
-            and value(text, "dashscope_finetune_up", account="default") == 0
-        )
-
-    wait_for(withdrawn_and_down, timeout=20, what="withdrawal with up == 0")
-    text = exp.metrics()
-    assert value(text, "dashscope_finetune_up", account="default") == 0
-    assert value(text, "dashscope_finetune_quota_limit_jobs", account="default") == 20
-    assert "dashscope_finetune_jobs{" not in text
-    assert "dashscope_finetune_job_info{" not in text
+        scrapes.append((started, time.monotonic(), text))
+        time.sleep(0.05)
+    requests = [(entry["at"], entry["fault"]) for entry in simulator.stats()["request_log"]]
+    last_good = max(at for at, fault in requests if fault == "none")
+    first_bad = min(at for at, fault in requests if fault == "error500")
+    assert last_good < first_bad <= switched + POLL + 0.5, requests
+    slack = 0.05  # the exporter's clock is the wall clock, the simulator's the monotonic one
+    fresh = [text for _, ended, text in scrapes if ended < last_good + STALENESS - slack]
+    stale = [text for began, _, text in scrapes if began > first_bad + STALENESS + slack]
+    assert len(fresh) >= 5 and len(stale) >= 5, (len(fresh), len(stale))
+    for text in fresh:
+        assert value(text, "dashscope_finetune_quota_used_jobs", account="default") == 16
+        assert "dashscope_finetune_jobs{" in text
+        assert "dashscope_finetune_job_info{" in text
+    for text in stale:
+        assert value(text, "dashscope_finetune_quota_used_jobs", account="default") is None
+        assert value(text, "dashscope_finetune_up", account="default") == 0
+        assert value(text, "dashscope_finetune_quota_limit_jobs", account="default") == 20
+        assert "dashscope_finetune_jobs{" not in text
+        assert "dashscope_finetune_job_info{" not in text
 
 
 def test_endpoints_and_graceful_shutdown(
@@ -220,8 +259,13 @@ def test_endpoints_and_graceful_shutdown(
     status, body = http_get(exp.url + "/probe")
     assert status == 200
     assert b"dashscope_finetune_up" in body
-    status, gz = http_get(exp.url + "/probe", headers={"Accept-Encoding": "gzip"})
+    # gzip when asked, with the header that says so; a plain body when not.
+    status, headers, gz = get_with_headers(exp.url + "/probe", {"Accept-Encoding": "gzip"})
+    assert (status, headers.get("Content-Encoding")) == (200, "gzip")
     assert gzip.decompress(gz).startswith(b"# HELP")
+    status, headers, plain = get_with_headers(exp.url + "/probe", {"Accept-Encoding": "identity"})
+    assert (status, headers.get("Content-Encoding")) == (200, None)
+    assert plain.startswith(b"# HELP")
     exp.proc.send_signal(signal.SIGTERM)
     assert exp.proc.wait(5) == 0
 
