@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from datetime import timedelta, timezone
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 import responses
 from responses import matchers
 
+from ft_exporter import __version__, simulator
 from ft_exporter.client import (
-    HARD_PAGE_CAP,
-    USER_AGENT,
     ApiError,
     FineTuneClient,
     normalise_base_url,
@@ -192,7 +192,22 @@ def test_page_cap_bounds_a_list_that_never_ends(monkeypatch: pytest.MonkeyPatch)
     assert info.value.code == "InvalidResponse"
     assert "page cap of 4 pages" in info.value.message
     assert len(responses.calls) == 4
-    assert HARD_PAGE_CAP == 1000
+
+
+@responses.activate
+def test_the_real_page_cap_is_1000_pages() -> None:
+    """Without a total, only the hard cap ends a list that never ends: 1000 pages, no more."""
+
+    def new_page(request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        n = int(parse_qs(urlsplit(str(request.url)).query)["page_no"][0])
+        return 200, {}, json.dumps(page([job(2 * n), job(2 * n + 1)], None, n))
+
+    responses.add_callback(responses.GET, URL, callback=new_page)
+    with pytest.raises(ApiError) as info:
+        make_client().sweep()
+    assert info.value.code == "InvalidResponse"
+    assert "page cap of 1000 pages hit before the list ended" in info.value.message
+    assert len(responses.calls) == 1000
 
 
 @responses.activate
@@ -215,7 +230,7 @@ def test_malformed_job_is_skipped_and_counted() -> None:
 
 
 @responses.activate
-def test_request_headers_session_and_timeout() -> None:
+def test_request_headers_and_timeout() -> None:
     responses.add(
         responses.GET,
         URL,
@@ -225,7 +240,8 @@ def test_request_headers_session_and_timeout() -> None:
                 {
                     "Authorization": f"Bearer {KEY}",
                     "X-DashScope-WorkSpace": "llm-ws1",
-                    "User-Agent": USER_AGENT,
+                    "User-Agent": f"ft-exporter/{__version__} (+Prometheus exporter; "
+                    "python-requests)",
                 }
             )
         ],
@@ -236,7 +252,19 @@ def test_request_headers_session_and_timeout() -> None:
     assert len(responses.calls) == 2
     sent = responses.calls[0].request
     assert sent.req_kwargs["timeout"] == 2.0  # type: ignore[attr-defined]
-    assert "ft-exporter/" in USER_AGENT
+
+
+def test_one_session_one_connection_for_every_page_and_sweep() -> None:
+    """Keep-alive: three sweeps of three pages each go over one TCP connection."""
+    sim = simulator.serve(key=KEY, scenario="static")
+    try:
+        client = FineTuneClient(sim.url, Secret(KEY), page_size=7, tz=UTC8)
+        for _ in range(3):
+            assert len(client.sweep().jobs) == 19
+        client.close()
+        assert (sim.account.list_requests, sim.account.connections) == (9, 1)
+    finally:
+        sim.stop()
 
 
 @pytest.mark.parametrize(
@@ -379,6 +407,25 @@ def test_key_not_in_repr_or_errors() -> None:
     client = make_client()
     assert KEY not in repr(client)
     assert KEY not in str(Secret(KEY)) + repr(Secret(KEY)) + f"{Secret(KEY)}"
-    err = ApiError("InvalidApiKey", "Invalid API-key provided.", "401", "r")
-    assert KEY not in str(err)
     assert json.dumps({"k": str(Secret(KEY))}).count(KEY) == 0
+
+
+@responses.activate
+def test_a_key_echoed_by_the_api_is_in_no_error() -> None:
+    """The API may quote the key it refused; the error the client raises must not."""
+    responses.add(
+        responses.GET,
+        URL,
+        status=401,
+        json={
+            "code": "InvalidApiKey",
+            "message": f"Invalid API-key provided: {KEY}",
+            "request_id": f"rid-{KEY}",
+        },
+    )
+    with pytest.raises(ApiError) as info:
+        make_client().sweep()
+    err = info.value
+    assert (err.code, err.http_status) == ("InvalidApiKey", "401")
+    assert err.message.startswith("Invalid API-key provided: ")
+    assert KEY not in str(err) + repr(err) + err.message + err.request_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fixtures as fx
 from conftest import samples, value
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -11,7 +12,7 @@ from ft_exporter.collector import (
     QuotaRule,
     select_job_series,
 )
-from ft_exporter.model import DOCUMENTED_STATUSES, ExporterState, Job, Snapshot
+from ft_exporter.model import ExporterState, Job, Snapshot
 
 
 def job(
@@ -70,7 +71,7 @@ def test_zero_fill_documented_statuses_others_only_where_seen() -> None:
     got = samples(text)
     jobs = {k: v for k, v in got.items() if k[0] == "dashscope_finetune_jobs"}
     # 2 (model, type) groups x 7 documented statuses, plus SUSPENDED where a job has it.
-    assert len(jobs) == 2 * len(DOCUMENTED_STATUSES) + 1
+    assert len(jobs) == 2 * 7 + 1
     assert sum(jobs.values()) == 3
     labels = {"account": "default", "model": "qwen3-8b", "training_type": "sft"}
     assert value(text, "dashscope_finetune_jobs", **labels, status="RUNNING") == 1
@@ -102,7 +103,7 @@ def test_zero_fill_documented_statuses_others_only_where_seen() -> None:
 
 
 def test_quota_counts_everything_but_failed_and_canceled_by_default() -> None:
-    st = state_of(*(job(i, s) for i, s in enumerate([*DOCUMENTED_STATUSES, "SUSPENDED"])))
+    st = state_of(*(job(i, s) for i, s in enumerate([*fx.DOCUMENTED, "SUSPENDED"])))
     assert value(render(st), "dashscope_finetune_quota_used_jobs", account="default") == 6
     only = QuotaRule(counted=frozenset({"RUNNING", "SUCCEEDED"}))
     assert (

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
+import fixtures as fx
 import pytest
 from conftest import Exporter, Simulator, exporter_exe, require_tool, samples, wait_for
 from hypothesis import given, settings
@@ -36,7 +37,6 @@ from ft_exporter.collector import (
     select_aggregate_series,
 )
 from ft_exporter.model import (
-    DOCUMENTED_STATUSES,
     MAX_LABEL_CHARS,
     ExporterState,
     Job,
@@ -425,7 +425,7 @@ def test_one_unusable_job_is_left_out_and_logged_once(caplog: pytest.LogCaptureF
 
 # --- aggregate cardinality: the zero-fill rule and the cap ----------------------------
 
-DOC = len(DOCUMENTED_STATUSES)
+DOC = 7  # the vendor's documented statuses, fx.DOCUMENTED
 
 
 def sprawl(count: int = 200) -> tuple[Job, ...]:
@@ -456,9 +456,7 @@ def test_zero_fill_documented_everywhere_other_statuses_only_where_seen() -> Non
     built, series = job_state(jobs)
     assert built.dropped_series == 0
     expected = {
-        (m, t, s)
-        for m, t in (("m1", "sft"), ("m2", "dpo"), ("m3", "sft"))
-        for s in DOCUMENTED_STATUSES
+        (m, t, s) for m, t in (("m1", "sft"), ("m2", "dpo"), ("m3", "sft")) for s in fx.DOCUMENTED
     }
     expected |= {("m1", "sft", "SUSPENDED"), ("m2", "dpo", "WEIRD")}
     for name in ("dashscope_finetune_jobs", "dashscope_finetune_usage_tokens"):
@@ -509,9 +507,9 @@ def test_cap_keeps_whole_groups_in_rank_order(
     assert gauge.value == dropped
     # All groups rank alike (one active job each): by model name.
     assert {s.labels["model"] for s in jobs} == {f"model-{i:03d}" for i in range(groups)}
-    assert sorted(
-        s.labels["status"] for s in jobs if s.labels["status"] not in DOCUMENTED_STATUSES
-    ) == [f"STATUS_{i:03d}" for i in range(extra)]
+    assert sorted(s.labels["status"] for s in jobs if s.labels["status"] not in fx.DOCUMENTED) == [
+        f"STATUS_{i:03d}" for i in range(extra)
+    ]
 
 
 def test_group_rank_active_first_then_more_jobs_then_name() -> None:

@@ -102,11 +102,27 @@ def test_soak_hundreds_of_sweeps_do_not_grow_memory_or_threads(
         )
         assert threading.active_count() == threads_before
         assert after - before < 64 * 1024
-        sweeps = value(
-            generate_latest(registry).decode(),
-            "dashscope_finetune_api_requests_total",
-            account="default",
-        )
-        assert sweeps is not None and sweeps > 300
+        # Every request was made and counted: 90 rounds of the five faults, 20 entries at 7
+        # a page. throttle and html502 (one answer each): retried, 1 + 3 requests;
+        # truncated: 1 request, the sweep fails; total_high on page 1 only (later pages say
+        # 20): 3 requests; none: 3 requests. 15 requests a round.
+        text = generate_latest(registry).decode()
+        assert value(text, "dashscope_finetune_api_requests_total", account="default") == 1350
+        errors = {
+            (code, status): value(
+                text,
+                "dashscope_finetune_api_errors_total",
+                account="default",
+                code=code,
+                http_status=status,
+            )
+            for code, status in (
+                ("Throttling", "429"),
+                ("InvalidResponse", "502"),
+                ("InvalidResponse", "200"),
+            )
+        }
+        assert set(errors.values()) == {90}, errors
+        assert sim.account.list_requests == 1350
     finally:
         sim.stop()
