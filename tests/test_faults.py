@@ -227,11 +227,10 @@ def run_fault(
             ],
             env={"DASHSCOPE_API_KEY": KEY, TEST_MIN_POLL_INTERVAL_ENV: "0.2"},
         )
-        good = counters(exp)
-        assert (good["quota"], good["succeeded"]) == (16, 3)
-        # Switch the fault on right after a sweep ends: the next one meets it first.
-        wait_for(lambda: counters(exp)["sweeps"] > good["sweeps"], what="a sweep boundary")
+        # Ready means the first sweep just ended; the next is an interval away and meets
+        # the fault first (assert_common checks it did: the first request after the switch).
         base = counters(exp)
+        assert (base["quota"], base["succeeded"]) == (16, 3)
         base_errors = api_errors(exp, case.code, case.http_status)
         before = len(sim.stats()["request_log"])
         sim.fault(case.mode, count=case.fault_requests, **case.options)
@@ -246,7 +245,12 @@ def run_fault(
 
             wait_for(failed, timeout=30, interval=0.05, what=f"a sweep failing on {case.mode}")
             healthy = http_get(exp.url + "/-/healthy")[0]
-        wait_for(lambda: sim.stats()["fault"] == "none", timeout=30, what="fault used up")
+
+        def used_up() -> bool:
+            seen.append(counters(exp))
+            return bool(sim.stats()["fault"] == "none")
+
+        wait_for(used_up, timeout=30, interval=0.05, what="fault used up")
 
         def recovered() -> bool:
             seen.append(counters(exp))
