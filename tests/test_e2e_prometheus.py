@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import fixtures as fx
 import promql
 import pytest
 import yaml
@@ -37,6 +38,8 @@ from conftest import (
     samples,
     wait_for,
 )
+
+from ft_exporter import __version__
 
 pytestmark = pytest.mark.e2e
 
@@ -167,8 +170,8 @@ class Stack:
         return found[0]
 
 
-def start_stack(tmp: Path) -> Stack:
-    sim = Simulator(tmp, scenario="demo")
+def start_stack(tmp: Path, scenario: str = "demo") -> Stack:
+    sim = Simulator(tmp, scenario=scenario)
     try:
         exporter = Exporter(
             tmp,
@@ -269,25 +272,251 @@ def test_healthy_demo_has_no_active_alert(
     report(capsys, f"healthy demo: no alert active over 5 evaluations ({checked} checks)")
 
 
-def returns_data(run: Callable[[str], list[dict[str, Any]]], expr: str) -> Callable[[], bool]:
-    return lambda: bool(run(expr))
+# --- every dashboard query, its exact value on the static account ----------------------
+
+#: The static scenario job by job (ft_exporter/simulator.py static_jobs), as the API sends
+#: it: id -> (model, training_type, status, create_time, end_time, usage tokens), times in
+#: the exporter's default zone, UTC+8. Checked against tests/fixtures.py below.
+M14, M8, M7 = "qwen3-14b", "qwen3-8b", "qwen2.5-7b-instruct"
+CREATED, ENDED = "2024-10-29 16:53:53", "2024-10-30 10:00:00"
+STATIC_JOBS: dict[str, tuple[str, str, str, str, str | None, int]] = {
+    "ft-s01": (M14, "sft", "SUCCEEDED", CREATED, "2024-10-29 17:11:26", 279808),
+    "ft-s02": (M14, "sft", "SUCCEEDED", CREATED, ENDED, 100000),
+    "ft-s03": (M14, "sft", "SUCCEEDED", CREATED, ENDED, 50000),
+    "ft-s04": (M14, "sft", "RUNNING", "2024-11-01 08:00:00", None, 0),
+    "ft-s05": (M14, "sft", "FAILED", CREATED, ENDED, 0),
+    "ft-s06": (M14, "sft", "CANCELED", CREATED, ENDED, 0),
+    "ft-s07": (M14, "efficient_sft", "SUCCEEDED", CREATED, ENDED, 12345),
+    "ft-s08": (M14, "efficient_sft", "PENDING", "2024-11-01 09:00:00", None, 0),
+    "ft-s09": (M14, "efficient_sft", "QUEUING", "2024-11-01 09:30:00", None, 0),
+    "ft-s10": (M8, "sft", "SUCCEEDED", CREATED, ENDED, 2000),
+    "ft-s11": (M8, "sft", "SUCCEEDED", CREATED, ENDED, 3000),
+    "ft-s12": (M8, "sft", "CANCELING", CREATED, None, 0),
+    "ft-s13": (M8, "sft", "QUEUING", CREATED, None, 0),
+    "ft-s14": (M8, "sft", "QUEUING", CREATED, None, 0),
+    "ft-s15": (M8, "dpo_lora", "RUNNING", CREATED, None, 0),
+    "ft-s16": (M8, "dpo_lora", "FAILED", CREATED, ENDED, 0),
+    "ft-s17": (M8, "dpo_lora", "SUSPENDED", CREATED, None, 0),
+    "ft-s18": (M7, "cpt", "SUCCEEDED", CREATED, ENDED, 4096),
+    "ft-s19": (M7, "cpt", "RUNNING", CREATED, None, 0),
+}
+ENDED_STATUSES = {"SUCCEEDED", "FAILED", "CANCELED"}
+#: Rate window for the static stack: 10 one-second sweeps, so the test waits 15 s, not 1 min.
+RATE_WINDOW = "10s"
+#: Codes whose error series exist at 0 from the start.
+ERROR_CODES = (
+    "InvalidParameter",
+    "UnsupportedOperation",
+    "InvalidApiKey",
+    "NotFound",
+    "Conflict",
+    "Throttling",
+    "InternalError",
+    "InvalidResponse",
+    "Timeout",
+    "ConnectionError",
+)
+
+Labels = frozenset[tuple[str, str]]
 
 
-def test_every_dashboard_query_returns_data(
-    healthy: Stack, capsys: pytest.CaptureFixture[str]
+def at(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC8).timestamp()
+
+
+def one(**labels: str) -> Labels:
+    return frozenset(labels.items())
+
+
+def job_labels(job_id: str) -> Labels:
+    model, ttype, status, *_ = STATIC_JOBS[job_id]
+    return one(
+        account="default",
+        job_id=job_id,
+        job_name=f"name-{job_id}",
+        model=model,
+        training_type=ttype,
+        status=status,
+    )
+
+
+def per_job(ended: bool, figure: Callable[[str], float]) -> dict[Labels, float]:
+    return {
+        job_labels(job_id): figure(job_id)
+        for job_id, (_, _, status, *_) in STATIC_JOBS.items()
+        if (status in ENDED_STATUSES) is ended
+    }
+
+
+def summed(key: Callable[[str], Labels], figure: Callable[[str], float]) -> dict[Labels, float]:
+    out: dict[Labels, float] = {}
+    for job_id in STATIC_JOBS:
+        out[key(job_id)] = out.get(key(job_id), 0.0) + figure(job_id)
+    return out
+
+
+Check = Callable[[float, float], bool]  # (got, now) -> ok
+
+
+def equals(expected: float) -> Check:
+    return lambda got, _now: abs(got - expected) <= 1e-9 * max(1.0, abs(expected))
+
+
+def within(low: float, high: float) -> Check:
+    return lambda got, _now: low <= got <= high
+
+
+def age_since(created: float) -> Check:
+    """``time() - created`` at the query's own time (instant queries only)."""
+    return lambda got, now: abs(got - (now - created)) < 1e-3
+
+
+def static_expectations() -> dict[str, dict[Labels, Check]]:
+    """Each dashboard target's result on the static account: exact where the data is fixed;
+    bounds only where the value is a rate, a duration or an age."""
+    account = one(account="default")
+    info = one(version=__version__)
+    stamp = {
+        job_labels(job_id): age_since(at(created))
+        for job_id, (_, _, status, created, _, _) in STATIC_JOBS.items()
+        if status not in ENDED_STATUSES
+    }
+    by_status = summed(lambda j: one(status=STATIC_JOBS[j][2]), lambda _j: 1.0)
+    active_by_model = summed(
+        lambda j: one(model=STATIC_JOBS[j][0]),
+        lambda j: float(STATIC_JOBS[j][2] not in ENDED_STATUSES),
+    )
+    tokens = summed(
+        lambda j: one(model=STATIC_JOBS[j][0], training_type=STATIC_JOBS[j][1]),
+        lambda j: float(STATIC_JOBS[j][5]),
+    )
+
+    def exact(values: dict[Labels, float]) -> dict[Labels, Check]:
+        return {labels: equals(v) for labels, v in values.items()}
+
+    def ended(figure: Callable[[str], float]) -> dict[Labels, Check]:
+        return exact(per_job(True, figure))
+
+    def duration(job_id: str) -> float:
+        _, _, _, created, end, _ = STATIC_JOBS[job_id]
+        assert end is not None
+        return at(end) - at(created)
+
+    def ended_ms(job_id: str) -> float:
+        end = STATIC_JOBS[job_id][4]
+        assert end is not None
+        return at(end) * 1000
+
+    sweeps_a_minute = {account: within(48, 72)}  # one sweep (one request) a second
+    return {
+        "Quota used / A": exact({account: 16 / 20}),
+        "Jobs counted / limit / A": exact({account: 16}),
+        "Jobs counted / limit / B": exact({account: 20}),
+        "Quota headroom / A": exact({account: 4}),
+        "Jobs by status / A": exact(by_status),
+        "Jobs by status over time / A": exact(by_status),
+        "Active jobs by model over time / A": exact(active_by_model),
+        "Active jobs / A": stamp,
+        "Recently ended jobs / A": ended(duration),
+        "Recently ended jobs / B": ended(lambda j: float(STATIC_JOBS[j][5])),
+        "Recently ended jobs / C": ended(ended_ms),
+        "Tokens used by model and training type / A": exact(tokens),
+        "Tokens by model and training type over time / A": exact(tokens),
+        "Up / A": exact({one(): 1}),
+        "Up / B": exact({account: 1}),
+        # One sweep a second, scraped every second: never older than 3 s.
+        "Data age / A": {account: within(0, 3)},
+        "Throttled requests (10 min) / A": exact({account: 0}),
+        "Malformed jobs / A": exact({account: 1}),
+        "Exporter version / A": exact({info: 1}),
+        "API request rate / A": sweeps_a_minute,
+        "API errors by code / A": exact({one(code=code): 0 for code in ERROR_CODES}),
+        # Loopback answers well inside the first bucket (50 ms): its linear interpolation.
+        "API request latency / A": exact({account: 0.05 * 0.5}),
+        "API request latency / B": exact({account: 0.05 * 0.9}),
+        "API request latency / C": exact({account: 0.05 * 0.99}),
+        "Sweep duration / A": {account: within(0.0001, 0.5)},
+        "Sweeps and failed sweeps / A": sweeps_a_minute,
+        "Sweeps and failed sweeps / B": exact({account: 0}),
+        "Data age over time / A": {account: within(0, 3)},
+        "Up over time / A": exact({one(): 1}),
+        "Up over time / B": exact({account: 1}),
+    }
+
+
+def test_static_job_table_matches_the_fixture_figures() -> None:
+    """The per-job table above and tests/fixtures.py describe the same account."""
+    counts: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for model, ttype, status, _, _, usage in STATIC_JOBS.values():
+        jobs, tokens = counts.get((model, ttype, status), (0, 0))
+        counts[(model, ttype, status)] = (jobs + 1, tokens + usage)
+    assert counts == fx.NONZERO
+
+
+@pytest.fixture(scope="module")
+def static(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack on the static account, read only: every figure is known in advance."""
+    require_tool("prometheus")
+    stack = start_stack(tmp_path_factory.mktemp("static"), scenario="static")
+    try:
+        stack.wait_healthy()
+        yield stack
+    finally:
+        stop_stack(stack)
+
+
+def result_values(result: list[dict[str, Any]]) -> dict[Labels, list[float]]:
+    """Each series' values, keyed by its labels less the target's and the metric name."""
+    out: dict[Labels, list[float]] = {}
+    for series in result:
+        labels = frozenset(
+            (k, v) for k, v in series["metric"].items() if k not in TARGET_LABELS | {"__name__"}
+        )
+        points = series["values"] if "values" in series else [series["value"]]
+        out[labels] = [float(v) for _, v in points]
+    return out
+
+
+def test_every_dashboard_query_has_its_exact_value_on_the_static_account(
+    static: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     targets = dashboard_targets()
-    assert len(targets) >= 25
+    expected = static_expectations()
+    assert sorted(expected) == sorted(where for where, _ in targets)
+    # Rates need a full window of one-second sweeps behind the earliest point compared
+    # (3 s back): 14 scrapes in the last 15 s span at least 13 s.
+    job = static.prom.job
+    wait_for(
+        lambda: bool(static.prom.query(f'count_over_time(up{{job="{job}"}}[15s]) >= 14')),
+        40,
+        0.5,
+        "15 s of scrapes",
+    )
     checked = 0
     for variables in (VARIABLES_ALL, VARIABLES_ONE_ACCOUNT):
         for where, target in targets:
-            expr = expand(target["expr"], variables)
-            # Instant queries as the panel sends them; range panels also over a window.
-            runs = [healthy.prom.query] + ([healthy.prom.query_range] if target["range"] else [])
-            for run in runs:
-                wait_for(returns_data(run, expr), 30, 0.5, f"{run.__name__} {where}: {expr}")
+            expr = expand(target["expr"].replace("$__rate_interval", RATE_WINDOW), variables)
+            now = round(time.time(), 3)
+            results = [static.prom.api("query", query=expr, time=f"{now:.3f}")["result"]]
+            if target["range"]:
+                # The last 3 s, every second: each point has a full window behind it.
+                results.append(
+                    static.prom.api(
+                        "query_range",
+                        query=expr,
+                        start=f"{now - 3:.3f}",
+                        end=f"{now:.3f}",
+                        step="1",
+                    )["result"]
+                )
+            for result in results:
+                got = result_values(result)
+                assert got.keys() == expected[where].keys(), (where, expr, got)
+                for labels, values in got.items():
+                    ok = expected[where][labels]
+                    assert all(ok(v, now) for v in values), (where, dict(labels), values)
                 checked += 1
-    report(capsys, f"dashboard: {len(targets)} targets, {checked} queries returned data")
+    report(capsys, f"dashboard: {len(targets)} targets, {checked} results compared exactly")
 
 
 def test_every_template_variable_query_finds_values(healthy: Stack) -> None:
