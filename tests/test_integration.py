@@ -22,6 +22,7 @@ from conftest import (
     api_errors,
     free_port,
     http_get,
+    http_json,
     require_tool,
     samples,
     value,
@@ -72,16 +73,46 @@ def test_static_account_exact_values(
     # 20 list entries at 7 per page: exactly 3 requests, no errors.
     assert value(text, "dashscope_finetune_api_requests_total", account="default") == 3
     assert simulator.stats()["list_requests"] == 3
-    assert (
-        value(
-            text,
-            "dashscope_finetune_api_errors_total",
-            account="default",
-            code="Throttling",
-            http_status="429",
-        )
-        == 0
-    )
+    # Every error series an alert or panel reads is there at 0 from the first scrape, the
+    # client's own codes included: an absent series is not a zero to rate() or increase().
+    errors = {
+        (dict(labels)["code"], dict(labels)["http_status"]): v
+        for (name, labels), v in got.items()
+        if name == "dashscope_finetune_api_errors_total"
+    }
+    assert errors == {
+        ("InvalidParameter", "400"): 0,
+        ("UnsupportedOperation", "400"): 0,
+        ("InvalidApiKey", "401"): 0,
+        ("NotFound", "404"): 0,
+        ("Conflict", "409"): 0,
+        ("Throttling", "429"): 0,
+        ("InternalError", "500"): 0,
+        ("InvalidResponse", "200"): 0,
+        ("Timeout", ""): 0,
+        ("ConnectionError", ""): 0,
+    }
+
+
+def test_the_cancelled_spelling_is_canceled_and_not_counted_against_the_quota(
+    simulator: Simulator, exporter_factory: Callable[..., Exporter]
+) -> None:
+    """The vendor also spells it CANCELLED: one status, never counted against the quota."""
+    job = {
+        "job_id": "ft-cancelled",
+        "job_name": "cancelled",
+        "status": "CANCELLED",
+        "model": "qwen3-8b",
+        "training_type": "sft",
+        "create_time": "2024-10-29 16:53:53",
+        "end_time": "2024-10-30 10:00:00",
+    }
+    assert http_json(simulator.url + "/_sim/jobs", "POST", {"jobs": [job]}) == {"added": 1}
+    text = start(exporter_factory, simulator).metrics()
+    labels = {"account": "default", "model": "qwen3-8b", "training_type": "sft"}
+    assert value(text, "dashscope_finetune_jobs", **labels, status="CANCELED") == 1
+    assert value(text, "dashscope_finetune_jobs", **labels, status="CANCELLED") is None
+    assert value(text, "dashscope_finetune_quota_used_jobs", account="default") == 16
 
 
 def test_promtool_check_metrics_is_clean(
