@@ -444,6 +444,7 @@ def test_bad_base_urls_say_exactly_why(url: str, message: str) -> None:
         ("https://api.example/api/v1/", "https://api.example"),
         ("https://api.example/pre/api/v1/fine-tunes", "https://api.example/pre"),
         ("http://api.example:8080/api/v1", "http://api.example:8080"),
+        ("https://API.EXAMPLEX/", "https://API.EXAMPLEX"),
     ],
 )
 def test_base_url_origin_form(url: str, origin: str) -> None:

@@ -350,6 +350,27 @@ def test_aggregate_selection_ranks_groups_and_counts_what_it_drops() -> None:
     # Below one group's worth: nothing at all, and every series counted as dropped.
     assert select_aggregate_series(counts, active, documented - 1) == ([], 3 * documented + 3)
     assert select_aggregate_series(counts, active, -5) == ([], 3 * documented + 3)
+    # Exactly one group's worth: its documented series and no undocumented one.
+    selected, dropped = select_aggregate_series(counts, {("b", "sft")}, documented)
+    assert (selected, dropped) == ([("b", "sft", s) for s in DOCUMENTED_STATUSES], 2 * 7 + 3)
+
+
+def test_a_group_with_an_active_job_outranks_a_bigger_ended_one() -> None:
+    text = render(
+        state_of(job(1, "RUNNING", model="small"), job(2, "FAILED"), job(3, "FAILED")),
+        max_aggregate_series=len(DOCUMENTED_STATUSES),
+    )
+    labels = {"account": "default", "training_type": "sft", "status": "RUNNING"}
+    assert value(text, "dashscope_finetune_jobs", model="small", **labels) == 1.0
+    assert value(text, "dashscope_finetune_jobs", model="qwen3-8b", **labels) is None
+
+
+def test_a_first_snapshot_that_leaves_nothing_out_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ft_exporter.collector")
+    render(state_of(job(1, "RUNNING")))
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 def test_aggregates_sum_counts_and_tokens_per_series() -> None:

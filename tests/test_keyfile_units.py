@@ -39,6 +39,7 @@ RULE = "an API key is printable ASCII without spaces"
         (f"\ufeff{KEY}\n", KEY),
         (f" \ufeff {KEY} ", KEY),
         ("!~", "!~"),
+        ("ABC-XYZ", "ABC-XYZ"),
         ("", ""),
         (" \n\ufeff\n", ""),
     ],
@@ -212,3 +213,50 @@ def test_a_key_file_without_a_listener_still_switches(tmp_path: Path) -> None:
     path.write_text(NEW_KEY)
     source = KeyFile(str(path), Secret(KEY))
     assert source.current().reveal() == NEW_KEY
+
+
+def test_a_key_as_long_as_the_file_limit_is_read_whole(tmp_path: Path) -> None:
+    key = "k" * MAX_KEY_FILE_BYTES
+    assert read_key_file(write(tmp_path / "key", key.encode()))[0] == key
+
+
+def test_a_file_larger_than_it_claims_is_still_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files in /proc report a size of 0; only MAX_KEY_FILE_BYTES + 1 bytes are read."""
+    path = write(tmp_path / "grown", b"k" * 5000)
+    real_fstat = os.fstat
+
+    def claims_empty(fd: int) -> os.stat_result:
+        st = real_fstat(fd)
+        return os.stat_result(
+            (
+                st.st_mode,
+                st.st_ino,
+                st.st_dev,
+                st.st_nlink,
+                st.st_uid,
+                st.st_gid,
+                0,
+                st.st_atime,
+                st.st_mtime,
+                st.st_ctime,
+            )
+        )
+
+    monkeypatch.setattr(os, "fstat", claims_empty)
+    assert refusal(path) == (
+        f"{KEY_FILE_FLAG} {path!r} is larger than 4096 bytes; it must hold the key alone"
+    )
+
+
+def test_a_read_error_names_the_file_and_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path / "key", KEY.encode())
+
+    def failing_read(fd: int, size: int) -> bytes:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "read", failing_read)
+    assert refusal(path) == f"cannot read {KEY_FILE_FLAG} {path!r}: Input/output error"

@@ -225,6 +225,9 @@ def test_an_exception_is_one_escaped_field() -> None:
         made = logging.LogRecord("x", logging.ERROR, __file__, 1, "m", None, sys.exc_info())
     made.created, made.msecs = 0.005, 5.0
     line = logs.LogfmtFormatter().format(made)
+    as_json = json.loads(logs.JsonFormatter().format(made))
+    assert as_json["err"].startswith("Traceback (most recent call last):\n")
+    assert as_json["err"].endswith("RuntimeError: boom")
     assert "\n" not in line
     assert line.startswith('ts=1970-01-01T00:00:00.005Z level=error logger=x msg=m err="Traceback')
     assert line.endswith('RuntimeError: boom"')

@@ -222,6 +222,7 @@ def test_offsets_past_the_range(bad: str) -> None:
         ("a\x7fb\x9f", 10, "a\ufffdb\ufffd"),
         ("\u2028x\u2029", 10, "x"),
         (" padded ", 10, "padded"),
+        (" abcd", 4, "abcd"),  # exactly the limit once stripped: not clipped
     ],
 )
 def test_clean_text_exactly(text: str, limit: int, cleaned: str) -> None:

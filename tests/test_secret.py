@@ -65,6 +65,8 @@ def test_scrub_with_a_key_too_short_to_hunt_for_only_clips() -> None:
     exact = "abcdefgh"
     assert Secret(exact).scrub("xabcdefghx", 100) == f"x{REDACTED}x"
     assert Secret("abcdefghij").scrub("-cdefghij-", 100) == f"-{REDACTED}-"
+    # An 8-character key cut by the clip is removed whole before it, not left as "abc".
+    assert Secret(exact).scrub(f"xx{exact}", 5) == f"xx{REDACTED[:3]}"
 
 
 def test_scrub_of_text_shorter_than_a_fragment() -> None:
