@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import random
+import re
+from collections.abc import Callable
 from datetime import timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,6 +20,9 @@ from ft_exporter import __version__, simulator
 from ft_exporter.client import (
     ApiError,
     FineTuneClient,
+    Page,
+    classify_response,
+    decode_page,
     normalise_base_url,
 )
 from ft_exporter.retry import RetryPolicy
@@ -429,3 +436,301 @@ def test_a_key_echoed_by_the_api_is_in_no_error() -> None:
     assert (err.code, err.http_status) == ("InvalidApiKey", "401")
     assert err.message.startswith("Invalid API-key provided: ")
     assert KEY not in str(err) + repr(err) + err.message + err.request_id
+
+
+# --- Exact values for what scripts/mutation.sh found unpinned ----------------------------
+
+HOST = "(scheme 'https', host 'api.example')"
+
+
+def test_api_error_prints_code_status_message_and_request_id() -> None:
+    bare = ApiError("Timeout", "no answer within 2s")
+    assert (str(bare), bare.args, bare.http_status, bare.request_id, bare.retry_after) == (
+        "Timeout: no answer within 2s",
+        ("no answer within 2s",),
+        "",
+        "",
+        None,
+    )
+    full = ApiError("Throttling", "slow down", "429", "rid-9")
+    assert str(full) == "Throttling HTTP 429: slow down request_id=rid-9"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "api.example",
+            "not an http(s) base URL: no scheme (use e.g. https://dashscope-intl.aliyuncs.com)",
+        ),
+        ("https://[::1", "not an http(s) base URL: it does not parse as a URL"),
+        (
+            "ftp://api.example",
+            "not an http(s) base URL with a host (scheme 'ftp', host 'api.example')",
+        ),
+        ("https:///api/v1", "not an http(s) base URL with a host (scheme 'https', host '')"),
+        ("https://api.example/ api/v1", f"base URL holds whitespace or control characters {HOST}"),
+        ("https://u@api.example", f"base URL must not carry credentials {HOST}"),
+        ("https://api.example:port", f"base URL has a malformed port {HOST}"),
+        ("https://api.example?", f"base URL must not have a query or fragment {HOST}"),
+        ("https://api.example#", f"base URL must not have a query or fragment {HOST}"),
+        ("https://api.example/#top", f"base URL must not have a query or fragment {HOST}"),
+        ("https://api.example/?a=1", f"base URL must not have a query or fragment {HOST}"),
+        ("https://api.example/v2", f"base URL path must be empty or end in /api/v1 {HOST}"),
+    ],
+)
+def test_bad_base_urls_say_exactly_why(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{re.escape(message)}$"):
+        normalise_base_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://api.example/", "https://api.example"),
+        ("https://api.example/api/v1/", "https://api.example"),
+        ("https://api.example/pre/api/v1/fine-tunes", "https://api.example/pre"),
+        ("http://api.example:8080/api/v1", "http://api.example:8080"),
+        ("https://API.EXAMPLEX/", "https://API.EXAMPLEX"),
+    ],
+)
+def test_base_url_origin_form(url: str, origin: str) -> None:
+    assert normalise_base_url(url) == origin
+
+
+def classify(body: object, status: int = 400, key: Secret | None = None) -> ApiError:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return classify_response(status, raw, key)
+
+
+def test_classification_keeps_the_api_fields_bounded_and_exact() -> None:
+    err = classify({"code": " Bad.Code_1-x!? ", "message": 12345, "request_id": "r" * 150}, 400)
+    assert (err.code, err.message, err.http_status, err.request_id) == (
+        "Bad.Code_1-x",
+        "12345",
+        "400",
+        "r" * 100,
+    )
+    assert classify({"code": "C" * 100, "message": "m" * 300}).code == "C" * 64
+    assert classify({"code": "C", "message": "m" * 300}).message == "m" * 200
+    no_message = classify({"code": "InternalError"}, 500)
+    assert (no_message.message, no_message.request_id) == ("HTTP 500", "")
+    assert classify({"code": "!!"}).code == "InvalidResponse"
+
+
+def test_classification_scrubs_the_key_from_every_field() -> None:
+    err = classify({"code": KEY, "message": f"bad {KEY}", "request_id": KEY}, 401, Secret(KEY))
+    assert (err.code, err.message, err.request_id) == ("redacted", "bad <redacted>", "<redacted>")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "HTTP 502 with empty body"),
+        (b"  \n", "HTTP 502 with empty body"),
+        (b"<html>bad gateway</html>", "HTTP 502 with body without an error code"),
+        (b'{"message": "no code"}', "HTTP 502 with body without an error code"),
+        (b'{"code": 7}', "HTTP 502 with body without an error code"),
+    ],
+)
+def test_answers_without_a_code_say_what_came(body: bytes, message: str) -> None:
+    err = classify(body, 502)
+    assert (err.code, err.message, err.http_status, err.request_id) == (
+        "InvalidResponse",
+        message,
+        "502",
+        "",
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "request_id"),
+    [
+        (b"\xff", "body is not valid UTF-8", ""),
+        (b"{", "body is not JSON", ""),
+        (b"[]", "body is not a JSON object", ""),
+        (b'{"request_id": "r1"}', "body has no 'output' object", "r1"),
+        (b'{"request_id": "r2", "output": {"jobs": {}}}', "'output.jobs' is not a list", "r2"),
+        (
+            b'{"request_id": "r3", "output": {"jobs": [], "total": -1}}',
+            "'output.total' is not a count",
+            "r3",
+        ),
+        (
+            b'{"request_id": 5, "output": {"jobs": [], "total": true}}',
+            "'output.total' is not a count",
+            "",
+        ),
+    ],
+)
+def test_bad_pages_say_exactly_what_is_wrong(body: bytes, message: str, request_id: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        decode_page(body)
+    err = caught.value
+    assert (err.code, err.message, err.http_status, err.request_id) == (
+        "InvalidResponse",
+        message,
+        "200",
+        request_id,
+    )
+
+
+def test_a_good_page_keeps_a_bounded_scrubbed_request_id() -> None:
+    body = {"request_id": f"{KEY}-" + "r" * 200, "output": {"jobs": [], "total": 0}}
+    got = decode_page(json.dumps(body).encode(), 200, Secret(KEY))
+    assert got == Page(jobs=[], total=0, request_id=("<redacted>-" + "r" * 200)[:100])
+    plain = decode_page(json.dumps({"request_id": 7, "output": {"jobs": [1]}}).encode())
+    assert plain == Page(jobs=[1], total=None, request_id="")
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@responses.activate
+def test_retry_after_holds_off_the_next_sweep_until_exactly_its_end() -> None:
+    clock = Clock()
+    responses.add(
+        responses.GET,
+        URL,
+        json={"code": "Throttling", "message": "slow down"},
+        status=429,
+        headers={"Retry-After": "30"},
+    )
+    client = make_client(monotonic=clock, clock=lambda: 5000.0)
+    with pytest.raises(ApiError):
+        client.sweep()
+    clock.now += 29.6
+    with pytest.raises(ApiError) as held:
+        client.sweep()
+    assert str(held.value) == (
+        "Throttling HTTP 429: honouring Retry-After: no request for another 0s"
+    )
+    clock.now = 110.0
+    with pytest.raises(ApiError) as held:
+        client.sweep()
+    assert held.value.message == "honouring Retry-After: no request for another 20s"
+    assert len(responses.calls) == 1
+    responses.replace(responses.GET, URL, json=page([job(1)], 1))
+    clock.now = 130.0  # exactly the end of the wait: allowed
+    snapshot = client.sweep()
+    assert (snapshot.taken_at, [j.job_id for j in snapshot.jobs]) == (5000.0, ["ft-0001"])
+    assert len(responses.calls) == 2
+
+
+class FixedBackoff(RetryPolicy):
+    """Always one second between attempts (waited for by a wait() that returns at once)."""
+
+    def backoff(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+        return 1.0
+
+
+@responses.activate
+@pytest.mark.parametrize(("sweep_timeout", "attempts"), [(0.5, 1), (100.0, 3)])
+def test_retries_stop_at_the_sweep_deadline(sweep_timeout: float, attempts: int) -> None:
+    responses.add(responses.GET, URL, json={"code": "ServiceUnavailable"}, status=503)
+    client = make_client(
+        retry=FixedBackoff(max_attempts=3), sweep_timeout=sweep_timeout, wait=lambda _: False
+    )
+    with pytest.raises(ApiError):
+        client.sweep()
+    assert len(responses.calls) == attempts
+    # Outside a sweep there is no deadline: fetch_page retries to max_attempts.
+    with pytest.raises(ApiError):
+        client.fetch_page(1)
+    assert len(responses.calls) == attempts + 3
+
+
+@responses.activate
+def test_malformed_jobs_add_up_across_filters_and_are_logged_on_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="ft_exporter.client")
+    for model in ("m1", "m2"):
+        add_page(page([{"job_id": ""}, job(1 if model == "m1" else 2)], None), 1, model=model)
+        add_page(page([], None, 2), 2, model=model)
+    client = make_client()
+
+    def warnings() -> list[str]:
+        out = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        return out
+
+    snapshot = client.sweep(["m1", "m2"])
+    assert snapshot.malformed_jobs == 2
+    assert sorted(j.job_id for j in snapshot.jobs) == ["ft-0001", "ft-0002"]
+    assert [j.created for j in snapshot.jobs] == [1730192033.0, 1730192033.0]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert debug.count("skipping malformed job on page 1: job has no job_id") == 2
+    assert warnings() == [
+        "1 malformed job(s) in the list skipped (model=m1)",
+        "1 malformed job(s) in the list skipped (model=m2)",
+    ]
+    caplog.clear()
+    client.sweep(["m1", "m2"])
+    assert warnings() == []
+
+
+@responses.activate
+def test_a_clean_first_sweep_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    add_page(page([job(1)], 1), 1)
+    make_client().sweep()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@responses.activate
+def test_two_pages_of_known_or_malformed_jobs_are_tolerated_three_are_not() -> None:
+    bad = {"job_id": ""}
+    add_page(page([bad, bad], None, 1), 1)
+    add_page(page([bad, bad], None, 2), 2)
+    add_page(page([job(1)], None, 3), 3)
+    snapshot = make_client().sweep()
+    assert (snapshot.malformed_jobs, [j.job_id for j in snapshot.jobs]) == (4, ["ft-0001"])
+    responses.reset()
+    for n in (1, 2, 3):
+        add_page(page([bad, bad], None, n), n)
+    with pytest.raises(ApiError) as caught:
+        make_client().sweep()
+    assert (caught.value.message, caught.value.request_id) == (
+        "3 pages in a row brought no new job (model=*, page 3)",
+        "rid-3",
+    )
+
+
+@responses.activate
+def test_a_total_that_disagrees_counts_malformed_jobs_too() -> None:
+    add_page(page([{"job_id": ""}, job(1)], 5), 1)
+    add_page(page([], 5, 2), 2)
+    with pytest.raises(ApiError) as caught:
+        make_client().sweep()
+    assert (caught.value.message, caught.value.request_id) == (
+        "the list announced total=5 but held 2 jobs (model=*)",
+        "rid-2",
+    )
+
+
+@responses.activate
+@pytest.mark.parametrize(
+    ("announce", "cap"),
+    [
+        # total=5 at 2 a page: 3 pages, plus 5 of slack.
+        ({1: 5}, 8),
+        # A total announced late still allows the next page.
+        ({10: 2}, 11),
+    ],
+)
+def test_the_page_cap_follows_the_announced_total(announce: dict[int, int], cap: int) -> None:
+    for n in range(1, cap + 2):
+        add_page(page([job(2 * n), job(2 * n + 1)], announce.get(n), n), n)
+    with pytest.raises(ApiError) as caught:
+        make_client().sweep()
+    assert (caught.value.message, caught.value.request_id) == (
+        f"page cap of {cap} pages hit before the list ended (model=*, {2 * cap} jobs seen)",
+        f"rid-{cap}",
+    )
+    assert len(responses.calls) == cap

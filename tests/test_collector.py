@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+
 import fixtures as fx
+import pytest
 from conftest import samples, value
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -10,6 +14,7 @@ from ft_exporter.collector import (
     CollectorSettings,
     FineTuneCollector,
     QuotaRule,
+    select_aggregate_series,
     select_job_series,
 )
 from ft_exporter.model import ExporterState, Job, Snapshot
@@ -221,3 +226,240 @@ def test_describe_names_every_family() -> None:
     names = {m.name for m in collector.describe()}
     assert "dashscope_finetune_jobs" in names and "dashscope_finetune_up" in names
     assert len(names) == 13
+
+
+# --- Exact values for what scripts/mutation.sh found unpinned ----------------------------
+
+#: What an operator reads in Prometheus and Grafana for each family: the documented text.
+HELP = {
+    "dashscope_finetune_jobs": (
+        "Fine-tune jobs in the account by model, training type and status."
+    ),
+    "dashscope_finetune_usage_tokens": (
+        "Tokens consumed by fine-tune jobs (sum of the API's usage field)."
+    ),
+    "dashscope_finetune_aggregate_series_dropped": (
+        "Series of dashscope_finetune_jobs (and as many of usage_tokens) left out of the "
+        "latest snapshot by --jobs.max-aggregate-series."
+    ),
+    "dashscope_finetune_quota_used_jobs": (
+        "Jobs counted against the account's job limit (not FAILED or CANCELED by default)."
+    ),
+    "dashscope_finetune_malformed_jobs": (
+        "Jobs skipped in the latest complete sweep because the API sent them malformed."
+    ),
+    "dashscope_finetune_job_info": (
+        "Metadata of an active or recently ended job; value is always 1."
+    ),
+    "dashscope_finetune_job_created_timestamp_seconds": "Unix time the job was created.",
+    "dashscope_finetune_job_ended_timestamp_seconds": (
+        "Unix time the job ended (only for ended jobs)."
+    ),
+    "dashscope_finetune_job_usage_tokens": "Tokens consumed by the job.",
+    "dashscope_finetune_quota_limit_jobs": (
+        "The account's limit of running-or-succeeded jobs (from --quota.limit)."
+    ),
+    "dashscope_finetune_up": (
+        "1 if the latest sweep of the fine-tune list API completed, 0 otherwise."
+    ),
+    "dashscope_finetune_last_success_timestamp_seconds": (
+        "Unix time the latest complete sweep finished."
+    ),
+    "dashscope_finetune_sweep_duration_seconds": (
+        "Wall time the latest sweep took, successful or not."
+    ),
+}
+
+
+def test_every_family_has_its_name_type_and_help() -> None:
+    text = render(state_of(job(1, "RUNNING")))
+    helps = {
+        name: doc
+        for name, _, doc in (
+            line.removeprefix("# HELP ").partition(" ")
+            for line in text.splitlines()
+            if line.startswith("# HELP ")
+        )
+    }
+    assert helps == HELP
+    types = [line for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert types == [f"# TYPE {name} gauge" for name in HELP]
+
+
+def test_quota_rule_describes_itself() -> None:
+    assert QuotaRule().describe() == "!CANCELED,!FAILED"
+    assert QuotaRule(counted=frozenset({"SUCCEEDED", "RUNNING"})).describe() == (
+        "RUNNING,SUCCEEDED"
+    )
+    assert QuotaRule(excluded=frozenset()).describe() == ""
+
+
+def test_job_series_order_by_time_then_id_with_missing_times_last() -> None:
+    active = [
+        dataclasses.replace(job(1, "RUNNING"), created=None),
+        job(2, "RUNNING", created=0.5),
+        job(3, "RUNNING", created=2.0),
+        job(4, "RUNNING", created=2.0),
+    ]
+    assert [j.job_id for j in select_job_series(active, 10)] == [
+        "ft-004",
+        "ft-003",
+        "ft-002",
+        "ft-001",
+    ]
+    ended = [
+        dataclasses.replace(job(5, "FAILED"), created=None),
+        job(6, "FAILED", created=0.5, ended=None),
+        job(7, "FAILED", created=9.0, ended=3.0),
+    ]
+    assert [j.job_id for j in select_job_series(ended, 10)] == ["ft-007", "ft-006", "ft-005"]
+    assert select_job_series(active, -1) == []
+
+
+def test_aggregate_selection_ranks_groups_and_counts_what_it_drops() -> None:
+    counts = {
+        ("a", "sft", "SUCCEEDED"): 1,
+        ("a", "sft", "FAILED"): 1,  # group a: 2 jobs, none active
+        ("b", "sft", "SUCCEEDED"): 3,  # group b: 3 jobs, none active
+        ("c", "sft", "RUNNING"): 1,  # group c: 1 job, active
+        ("b", "sft", "ODD"): 2,
+        ("b", "sft", "RARE"): 1,
+        ("a", "sft", "ODD"): 3,  # a: 5 jobs in all, b: 6
+    }
+    active = {("c", "sft")}
+    documented = len(fx.DOCUMENTED)
+    # Room for two groups and one undocumented series: c (active), then b (more jobs
+    # than a with ODD counted in), and b's ODD (most jobs among b's and c's extras).
+    selected, dropped = select_aggregate_series(counts, active, 2 * documented + 1)
+    assert selected == [
+        *(("b", "sft", s) for s in (*fx.DOCUMENTED, "ODD")),
+        *(("c", "sft", s) for s in fx.DOCUMENTED),
+    ]
+    assert dropped == 3 * documented + 3 - len(selected)
+    # Everything fits: nothing dropped, extras sorted by name within their group.
+    selected, dropped = select_aggregate_series(counts, active, 100)
+    assert selected[: documented + 1] == [
+        *(("a", "sft", s) for s in fx.DOCUMENTED),
+        ("a", "sft", "ODD"),
+    ]
+    assert selected[documented + 1 : 2 * documented + 3] == [
+        *(("b", "sft", s) for s in fx.DOCUMENTED),
+        ("b", "sft", "ODD"),
+        ("b", "sft", "RARE"),
+    ]
+    assert dropped == 0
+    # Below one group's worth: nothing at all, and every series counted as dropped.
+    assert select_aggregate_series(counts, active, documented - 1) == ([], 3 * documented + 3)
+    assert select_aggregate_series(counts, active, -5) == ([], 3 * documented + 3)
+    # Exactly one group's worth: its documented series and no undocumented one.
+    selected, dropped = select_aggregate_series(counts, {("b", "sft")}, documented)
+    assert (selected, dropped) == ([("b", "sft", s) for s in fx.DOCUMENTED], 2 * 7 + 3)
+
+
+def test_a_group_with_an_active_job_outranks_a_bigger_ended_one() -> None:
+    text = render(
+        state_of(job(1, "RUNNING", model="small"), job(2, "FAILED"), job(3, "FAILED")),
+        max_aggregate_series=len(fx.DOCUMENTED),
+    )
+    labels = {"account": "default", "training_type": "sft", "status": "RUNNING"}
+    assert value(text, "dashscope_finetune_jobs", model="small", **labels) == 1.0
+    assert value(text, "dashscope_finetune_jobs", model="qwen3-8b", **labels) is None
+
+
+def test_a_first_snapshot_that_leaves_nothing_out_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ft_exporter.collector")
+    render(state_of(job(1, "RUNNING")))
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_aggregates_sum_counts_and_tokens_per_series() -> None:
+    text = render(
+        state_of(
+            job(1, "SUCCEEDED", usage=100),
+            job(2, "SUCCEEDED", usage=50),
+            job(3, "RUNNING", usage=7),
+            job(4, "FAILED", model="other", usage=0),
+        )
+    )
+    labels = {"account": "default", "model": "qwen3-8b", "training_type": "sft"}
+    assert value(text, "dashscope_finetune_jobs", **labels, status="SUCCEEDED") == 2.0
+    assert value(text, "dashscope_finetune_usage_tokens", **labels, status="SUCCEEDED") == 150.0
+    assert value(text, "dashscope_finetune_usage_tokens", **labels, status="RUNNING") == 7.0
+    assert value(text, "dashscope_finetune_usage_tokens", **labels, status="QUEUING") == 0.0
+    assert value(text, "dashscope_finetune_quota_used_jobs", account="default") == 3.0
+    info = {
+        "account": "default",
+        "job_id": "ft-003",
+        "job_name": "name-3",
+        "model": "qwen3-8b",
+        "base_model": "qwen3-8b",
+        "training_type": "sft",
+        "status": "RUNNING",
+        "finetuned_output": "",
+    }
+    assert value(text, "dashscope_finetune_job_info", **info) == 1.0
+
+
+def test_up_is_exactly_one_or_zero_and_no_success_means_no_job_metrics() -> None:
+    up = render(state_of(job(1, "RUNNING")))
+    assert value(up, "dashscope_finetune_up", account="default") == 1.0
+    snapshot = Snapshot((job(1, "RUNNING"),), taken_at=1990.0)
+    never = render(ExporterState(snapshot, up=False, last_success=None))
+    assert value(never, "dashscope_finetune_up", account="default") == 0.0
+    assert value(never, "dashscope_finetune_quota_used_jobs", account="default") is None
+
+
+def unusable(n: int, usage: str) -> Job:
+    """A job built around the parser, with a token count that is no number."""
+    return dataclasses.replace(job(n, "RUNNING"), usage_tokens=usage)  # type: ignore[arg-type]
+
+
+def test_what_is_left_out_is_logged_when_it_changes(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ft_exporter.collector")
+    documented = len(fx.DOCUMENTED)
+    current: list[ExporterState] = []
+    collector = FineTuneCollector(
+        lambda: current[-1],
+        CollectorSettings(max_aggregate_series=documented),
+        clock=lambda: 2000.0,
+    )
+    registry = CollectorRegistry()
+    registry.register(collector)
+
+    def scrape(*jobs: Job) -> list[tuple[str, str]]:
+        current.append(state_of(*jobs))
+        generate_latest(registry)
+        generate_latest(registry)  # the same snapshot again: nothing new to say
+        out = [(r.levelname, r.getMessage()) for r in caplog.records]
+        caplog.clear()
+        return out
+
+    bad = "x" * 300
+    reason = f"ValueError: invalid literal for int() with base 10: '{bad}'"
+    assert scrape(job(1, "RUNNING"), job(2, "RUNNING", model="other"), unusable(3, bad)) == [
+        (
+            "WARNING",
+            "7 aggregate series left out of dashscope_finetune_jobs and "
+            "dashscope_finetune_usage_tokens each: over --jobs.max-aggregate-series=7",
+        ),
+        (
+            "ERROR",
+            "1 job(s) left out of the metrics, their values unusable (a bug): "
+            + reason[:199]
+            + "\u2026",
+        ),
+    ]
+    assert scrape(job(1, "RUNNING"), job(2, "RUNNING", model="other"), unusable(3, bad)) == []
+    assert scrape(job(1, "RUNNING"), unusable(3, "y"), unusable(4, bad)) == [
+        ("INFO", "no aggregate series left out any more"),
+        (
+            "ERROR",
+            "2 job(s) left out of the metrics, their values unusable (a bug): "
+            "ValueError: invalid literal for int() with base 10: 'y'",
+        ),
+    ]
+    text = generate_latest(registry).decode()
+    assert value(text, "dashscope_finetune_aggregate_series_dropped", account="default") == 0.0
+    assert scrape(job(1, "RUNNING")) == []

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from ft_exporter.model import (
+    MAX_LABEL_CHARS,
     JobParseError,
+    clean_text,
     normalise_status,
     parse_job,
     parse_learning_rate,
@@ -174,3 +177,143 @@ def test_timezones(text: str, offset_h: float) -> None:
 def test_bad_timezones(bad: str) -> None:
     with pytest.raises(ValueError, match="timezone"):
         parse_timezone(bad)
+
+
+# --- Exact values for what scripts/mutation.sh found unpinned ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("CANCELLED", "CANCELED"), ("cancelled", "CANCELED"), ("SUCCESS", "SUCCEEDED")],
+)
+def test_vendor_spellings_map_to_the_documented_status(raw: str, expected: str) -> None:
+    """A CANCELLED job that stayed CANCELLED would count against the quota."""
+    job = parse_job({"job_id": "ft-1", "status": raw}, UTC8)
+    assert job.status == expected
+    assert job.terminal
+
+
+@pytest.mark.parametrize("text", ["utc", " Utc ", "z", "Z", "gmt", "GMT"])
+def test_utc_names_in_any_case(text: str) -> None:
+    assert parse_timezone(text) is UTC
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [("+14:00", 14 * 60), ("-14", -14 * 60), ("+13:59", 13 * 60 + 59), ("+05:45", 345)],
+)
+def test_offsets_at_the_edges_of_the_range(text: str, minutes: int) -> None:
+    assert parse_timezone(text) == timezone(timedelta(minutes=minutes))
+
+
+@pytest.mark.parametrize("bad", ["+15:00", "+14:60", "-12:60"])
+def test_offsets_past_the_range(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"^timezone offset out of range: "):
+        parse_timezone(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "cleaned"),
+    [
+        ("abcd", 4, "abcd"),  # exactly the limit: kept whole
+        ("abcde", 4, "abc\u2026"),  # one past it: clipped to end in the ellipsis
+        ("a\tb\nc", 10, "a b c"),
+        ("a\x1bb", 10, "a\ufffdb"),
+        ("a\x7fb\x9f", 10, "a\ufffdb\ufffd"),
+        ("\u2028x\u2029", 10, "x"),
+        (" padded ", 10, "padded"),
+        (" abcd", 4, "abcd"),  # exactly the limit once stripped: not clipped
+    ],
+)
+def test_clean_text_exactly(text: str, limit: int, cleaned: str) -> None:
+    assert clean_text(text, limit) == cleaned
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (True, None),
+        (False, None),
+        (1, 1.0),
+        (0.5, 0.5),
+        (-3, None),
+        (100_000_000_000, 100_000_000_000.0),  # the threshold itself: still seconds
+        (100_000_000_001, 100_000_000.001),  # past it: milliseconds
+        ("  ", None),
+        ([], None),
+        ("2024-10-29 16:53:53.250000", 1730192033.25),
+        ("2024-10-29T16:53:53", 1730192033.0),
+        ("2024-10-29", 1730131200.0),  # ISO date alone: midnight in the configured zone
+        ("2024-10-29T08:53:53Z", 1730192033.0),
+    ],
+)
+def test_time_shapes_exactly(raw: object, expected: float | None) -> None:
+    assert parse_time(raw, UTC8) == expected
+
+
+@pytest.mark.parametrize(
+    ("usage", "tokens"),
+    [
+        (0.9, 0),
+        (-0.5, 0),
+        ("0.9", 0),
+        ("-7", 0),
+        (float("inf"), 0),
+        (float("-inf"), 0),
+        ("1e3", 1000),
+    ],
+)
+def test_usage_never_rounds_up_or_goes_negative(usage: object, tokens: int) -> None:
+    assert parse_job({"job_id": "ft-1", "usage": usage}, UTC8).usage_tokens == tokens
+
+
+def test_each_text_field_comes_from_its_own_key() -> None:
+    job = parse_job(
+        {
+            "job_id": 12345,
+            "job_name": " name ",
+            "model": "qwen-ft",
+            "base_model": "qwen-base",
+            "training_type": "DPO",
+            "finetuned_output": "out",
+        },
+        UTC8,
+    )
+    assert (job.job_id, job.job_name, job.model, job.base_model, job.training_type) == (
+        "12345",
+        "name",
+        "qwen-ft",
+        "qwen-base",
+        "dpo",
+    )
+    assert job.finetuned_output == "out"
+    only_base = parse_job({"job_id": "ft-2", "base_model": "qwen-base"}, UTC8)
+    assert (only_base.model, only_base.base_model) == ("qwen-base", "qwen-base")
+    only_model = parse_job({"job_id": "ft-3", "model": "qwen-ft"}, UTC8)
+    assert (only_model.model, only_model.base_model) == ("qwen-ft", "qwen-ft")
+    assert parse_job({"job_id": 7, "job_name": 8.5}, UTC8).job_name == "8.5"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([], "job is a list, not an object"),
+        ("ft-1", "job is a str, not an object"),
+        ({"job_id": ""}, "job has no job_id"),
+        ({"job_id": True}, "job has no job_id"),
+    ],
+)
+def test_unidentifiable_jobs_say_why(raw: object, message: str) -> None:
+    with pytest.raises(JobParseError) as caught:
+        parse_job(raw, UTC8)
+    assert str(caught.value) == message
+
+
+def test_an_id_that_cleaning_changes_gets_a_digest_of_the_original() -> None:
+    raw = "ft-\udc80\n" + "x" * 300
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    job_id = parse_job({"job_id": raw}, UTC8).job_id
+    assert len(job_id) == MAX_LABEL_CHARS
+    assert job_id == "ft-\ufffd " + "x" * (MAX_LABEL_CHARS - 16 - 1 - 5 - 1) + "\u2026~" + digest
+    short = parse_job({"job_id": "a\tb"}, UTC8).job_id
+    assert short == "a b~" + hashlib.sha256(b"a\tb").hexdigest()[:16]

@@ -1,0 +1,43 @@
+"""The exporter's own counters: which series exist before anything has happened."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from ft_exporter.client import ApiError
+from ft_exporter.selfmetrics import ExporterMetrics
+
+
+def error_series(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+    """Every ``dashscope_finetune_api_errors_total`` series, by (code, http_status)."""
+    return {
+        (s.labels["code"], s.labels["http_status"]): s.value
+        for family in registry.collect()
+        if family.name == "dashscope_finetune_api_errors"
+        for s in family.samples
+        if s.name == "dashscope_finetune_api_errors_total"
+    }
+
+
+def test_timeout_and_connection_error_series_exist_at_zero_before_any_error() -> None:
+    """Present, not merely absent-reading-as-0: ``increase()`` misses a first error on a
+    series that appears with it."""
+    registry = CollectorRegistry()
+    ExporterMetrics(registry, "acct")
+    series = error_series(registry)
+    assert series[("Timeout", "")] == 0.0
+    assert series[("ConnectionError", "")] == 0.0
+    assert series[("InvalidResponse", "200")] == 0.0
+    assert series[("Throttling", "429")] == 0.0
+
+
+def test_an_error_counts_on_its_series() -> None:
+    registry = CollectorRegistry()
+    metrics = ExporterMetrics(registry, "acct")
+    metrics.observe(0.1, ApiError("Timeout", "no answer within 10s"))
+    metrics.observe(0.1, None)
+    assert error_series(registry)[("Timeout", "")] == 1.0
+    assert (
+        registry.get_sample_value("dashscope_finetune_api_requests_total", {"account": "acct"})
+        == 2.0
+    )
