@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
+import re
 import resource
 import shutil
 import socket
@@ -20,10 +22,13 @@ from typing import Any
 
 import pytest
 from certs import Pki, make_pki
+from guards import ProcessGuard, SkipGuard, in_ci
 from prometheus_client.parser import text_string_to_metric_families
 
+from ft_exporter.config import TEST_MIN_POLL_INTERVAL_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+IN_CI = in_ci()
 
 
 def require_tool(name: str) -> str:
@@ -38,9 +43,38 @@ def require_tool(name: str) -> str:
 
 
 def free_port() -> int:
+    """A loopback port nothing listened on a moment ago: for "nothing answers here" only.
+
+    Never hand it to a process to bind: another test may take it in between (racy under
+    xdist). Processes bind port 0 and report theirs (see ``listening_port``).
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+#: The start line of the exporter ("ft-exporter X listening on http://127.0.0.1:PORT/metrics")
+#: and of the simulator ("simulator listening on http://127.0.0.1:PORT/api/v1"), text or JSON.
+LISTENING = re.compile(r"listening on https?://[^\s/]+:(\d+)/")
+
+
+def listening_port(process: Process, timeout: float = 20.0, what: str = "process") -> int:
+    """The port a process bound at ``:0``, read from its start line.
+
+    0 when the process exits before it listens (a test of a start-up failure reads its
+    output and exit status instead).
+    """
+    found: list[int] = []
+
+    def listening() -> bool:
+        match = LISTENING.search(process.output())
+        if match:
+            found.append(int(match.group(1)))
+            return True
+        return process.proc.poll() is not None
+
+    wait_for(listening, timeout, 0.02, f"{what} to log its port:\n{process.output()}")
+    return found[0] if found else 0
 
 
 def http_get(
@@ -163,6 +197,16 @@ class Process:
         return int(self.proc.returncode)
 
 
+def _log_path(tmp: Path, name: str) -> Path:
+    """A log file of its own for each process a test starts (the port is not known yet)."""
+    for n in itertools.count(1):
+        path = tmp / f"{name}-{n}.log"
+        if not path.exists():
+            path.touch()
+            return path
+    raise AssertionError("unreachable")
+
+
 class Simulator(Process):
     """``python -m ft_exporter.simulator`` on a free loopback port."""
 
@@ -173,25 +217,27 @@ class Simulator(Process):
         scenario: str = "static",
         extra: list[str] | None = None,
     ) -> None:
-        self.port = free_port()
         self.key = key
-        self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(
             [
                 sys.executable,
                 "-m",
                 "ft_exporter.simulator",
                 "--port",
-                str(self.port),
+                "0",
                 "--key",
                 key,
                 "--scenario",
                 scenario,
                 *(extra or []),
             ],
-            log_path=tmp / f"simulator-{self.port}.log",
+            log_path=_log_path(tmp, "simulator"),
         )
-        wait_for(lambda: http_get(self.url + "/_sim/stats")[0] == 200, what="simulator")
+        self.port = listening_port(self, what="simulator")
+        if not self.port:
+            raise AssertionError(f"simulator exited {self.proc.returncode}:\n{self.output()}")
+        scheme = "https" if "--tls-cert" in (extra or []) else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
 
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = http_json(self.url + "/_sim/stats")
@@ -229,17 +275,18 @@ class Exporter(Process):
         auth: tuple[str, str] | None = None,
         nofile: tuple[int, int] | None = None,
     ) -> None:
-        self.port = free_port()
         self.ssl_context = ssl_context
         self.auth_headers = basic_auth(*auth) if auth else {}
-        scheme = "https" if ssl_context is not None else "http"
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
         super().__init__(
-            [exporter_exe(), f"--web.listen-address=127.0.0.1:{self.port}", *args],
-            env=env,
-            log_path=tmp / f"exporter-{self.port}.log",
+            [exporter_exe(), "--web.listen-address=127.0.0.1:0", *args],
+            env={TEST_MIN_POLL_INTERVAL_ENV: "0.05", **(env or {})},
+            log_path=_log_path(tmp, "exporter"),
             nofile=nofile,
         )
+        # 0 when it exits before it listens: a test of a failed start reads output().
+        self.port = listening_port(self, what="exporter")
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         if wait_ready:
             wait_for(self._ready, what="exporter ready")
 
@@ -289,3 +336,28 @@ def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., Exporter]]:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A test CA with server and client certificates, made once per run."""
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+#: Fixtures that start a process: a test using one is marked e2e without saying so.
+PROCESS_FIXTURES = frozenset({"simulator", "exporter_factory"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(ProcessGuard(), "process-guard")
+    if not hasattr(config, "workerinput"):  # xdist's controller (or a plain run) decides
+        config.pluginmanager.register(SkipGuard(in_ci()), "skip-guard")
+    ProcessGuard.current = None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    guard = session.config.pluginmanager.get_plugin("process-guard")
+    assert isinstance(guard, ProcessGuard)
+    guard.install()

@@ -140,6 +140,7 @@ def test_unknown_ca_is_refused(
     assert KEY not in exp.output()
 
 
+@pytest.mark.e2e
 def test_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
     import subprocess
     import sys

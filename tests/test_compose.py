@@ -25,6 +25,7 @@ from ft_exporter.config import DEFAULT_BASE_URL, DEFAULT_PORT
 EXPORTER = "ft-exporter"
 
 
+@pytest.mark.e2e
 def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
     check = [deployfiles.tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
     result = deployfiles.run([*check, str(deployfiles.COMPOSE_FILE)])
@@ -123,6 +124,7 @@ def _prometheus_config(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     return copy, config
 
 
+@pytest.mark.e2e
 def test_prometheus_config_as_mounted_passes_promtool(tmp_path: Path) -> None:
     promtool = deployfiles.tool("promtool")
     copy, config = _prometheus_config(tmp_path)
@@ -136,6 +138,7 @@ def test_prometheus_config_as_mounted_passes_promtool(tmp_path: Path) -> None:
     assert (ROOT / "prometheus" / "alerts.yml").resolve() in loaded
 
 
+@pytest.mark.e2e
 def test_alertmanager_config_as_mounted_passes_amtool() -> None:
     amtool = deployfiles.tool("amtool")
     container_config = deployfiles.command_flag("alertmanager", "config.file")
@@ -228,6 +231,7 @@ def _start(tmp_path: Path, host_env: dict[str, str], name: str) -> tuple[Process
     return proc, port
 
 
+@pytest.mark.e2e
 def test_without_a_key_the_exporter_runs_the_demo(tmp_path: Path) -> None:
     proc, port = _start(tmp_path, {}, "demo")
     try:

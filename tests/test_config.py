@@ -160,6 +160,7 @@ def test_listen_addresses(text: str, pair: tuple[str, int]) -> None:
         (["--no-such-flag"], {"DASHSCOPE_API_KEY": KEY}, "unrecognized arguments: --no-such-flag"),
     ],
 )
+@pytest.mark.e2e
 def test_bad_configuration_fails_with_one_line_and_exit_2(
     args: list[str], env: dict[str, str], message: str
 ) -> None:
@@ -179,6 +180,7 @@ def test_empty_key_file(tmp_path: Path) -> None:
         load([f"--dashscope.api-key-file={keyfile}"], {})
 
 
+@pytest.mark.e2e
 def test_version_and_help() -> None:
     version = run_cli("--version")
     assert (version.returncode, version.stdout.strip()) == (0, f"ft-exporter {__version__}")
@@ -209,6 +211,7 @@ def test_version_and_help() -> None:
         assert flag in helptext.stdout, flag
 
 
+@pytest.mark.e2e
 def test_readme_documents_every_flag() -> None:
     """The README's configuration table lists exactly the flags --help shows."""
     import re

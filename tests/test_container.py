@@ -19,6 +19,7 @@ from ft_exporter import __version__
 from ft_exporter.config import DEFAULT_PORT
 
 
+@pytest.mark.e2e
 def test_hadolint_finds_nothing_at_warning_level() -> None:
     result = deployfiles.run(
         [deployfiles.tool("hadolint"), "--failure-threshold", "warning", "Dockerfile"], cwd=ROOT
@@ -26,6 +27,7 @@ def test_hadolint_finds_nothing_at_warning_level() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
     # The check above is only worth something if hadolint fails on what it should.
     bad = tmp_path / "Dockerfile"
@@ -189,6 +191,7 @@ def test_healthcheck_command_probes_a_running_exporter(
     assert down.returncode != 0
 
 
+@pytest.mark.e2e
 def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     """What the image's build stage does, step for step, outside Docker."""
     # 1. The build context: only what the Dockerfile copies, filtered by .dockerignore.
@@ -258,6 +261,7 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> Non
         proc.wait(10)
 
 
+@pytest.mark.e2e
 def test_runs_as_the_image_user_on_a_read_only_root(tmp_path: Path) -> None:
     """``docker run IMAGE --demo`` with compose's read_only / Kubernetes'
     readOnlyRootFilesystem, emulated: the image's ENV and USER, the ENTRYPOINT found through

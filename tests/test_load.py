@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from load import run_load
 
 
+@pytest.mark.xdist_group("heavy")  # global load: never two at once
 def test_200_concurrent_scrapers_while_sweeps_run(
     simulator: Simulator, exporter_factory: Callable[..., Exporter]
 ) -> None:
@@ -54,6 +55,7 @@ def test_200_concurrent_scrapers_while_sweeps_run(
     assert api_side <= requests
 
 
+@pytest.mark.xdist_group("heavy")  # global load: never two at once
 def test_soak_hundreds_of_sweeps_do_not_grow_memory_or_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
