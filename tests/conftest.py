@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,13 @@ from certs import Pki, make_pki
 from guards import ProcessGuard, SkipGuard, in_ci
 from prometheus_client.parser import text_string_to_metric_families
 
+from ft_exporter.client import ApiError
 from ft_exporter.config import TEST_MIN_POLL_INTERVAL_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = in_ci()
+#: The zone DashScope writes its job times in (Beijing, no daylight saving).
+UTC8 = timezone(timedelta(hours=8))
 
 
 def require_tool(name: str) -> str:
@@ -91,10 +95,72 @@ def http_get(
         return int(err.code), err.read()
 
 
+def basic_credentials(user: str, password: str) -> str:
+    """The value of an ``Authorization`` header for HTTP basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 def basic_auth(user: str, password: str) -> dict[str, str]:
-    """The ``Authorization`` header for HTTP basic auth."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+    """The ``Authorization`` header for HTTP basic auth, as a headers dict."""
+    return {"Authorization": basic_credentials(user, password)}
+
+
+def readme_section(heading: str) -> str:
+    """The README's text under ``heading`` (e.g. ``"## Metrics"``, ``"### Securing..."``),
+    up to the next heading of the same level or above."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    marker = f"\n{heading}\n"
+    assert marker in readme, f"README.md has no {heading!r} section"
+    level = len(heading) - len(heading.lstrip("#"))
+    lines: list[str] = []
+    fenced = False  # a "# comment" in a code block is no heading
+    for line in readme.split(marker, 1)[1].splitlines(keepends=True):
+        fenced ^= line.startswith("```")
+        if not fenced and re.match(rf"#{{1,{level}}} ", line):
+            break
+        lines.append(line)
+    return "".join(lines)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """The exporter's command line (``python -m ft_exporter``) in a bare environment,
+    for what it prints and its exit status; expected to exit on its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "ft_exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        check=False,
+    )
+
+
+class Recorder:
+    """A client RequestObserver that remembers every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, ApiError | None]] = []
+
+    def observe(self, duration: float, error: ApiError | None) -> None:
+        self.calls.append((duration, error))
+
+    def reject(self, error: ApiError) -> None:
+        self.calls.append((-1.0, error))
+
+    @property
+    def codes(self) -> list[tuple[str, str] | None]:
+        """(code, HTTP status) of each failed call, None for each success."""
+        return [None if e is None else (e.code, e.http_status) for _, e in self.calls]
+
+    @property
+    def seen(self) -> list[str]:
+        """Each call in one word: ``ok``, ``Code/status``, or ``rejected Code``."""
+        return [
+            "ok" if e is None else (f"rejected {e.code}" if d < 0 else f"{e.code}/{e.http_status}")
+            for d, e in self.calls
+        ]
 
 
 def http_json(url: str, method: str = "GET", payload: Any = None, timeout: float = 5.0) -> Any:

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import readme_section, run_cli
 
 from ft_exporter import __version__, config
 from ft_exporter.config import ConfigError, load, parse_duration, parse_listen_address
 
 KEY = "sk-config-test-SECRET-4242"
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ft_exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": "/usr/bin:/bin", **(env or {})},
-    )
 
 
 def test_defaults() -> None:
@@ -216,8 +205,7 @@ def test_readme_documents_every_flag() -> None:
     """The README's configuration table lists exactly the flags --help shows."""
     import re
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    table = readme_section("## Configuration")
     documented = set(re.findall(r"^\| `(--[a-z.-]+)` \|", table, re.MULTILINE))
     helptext = run_cli("--help").stdout
     offered = set(re.findall(r"^\s+(--[a-z][a-z.-]+)", helptext, re.MULTILINE))

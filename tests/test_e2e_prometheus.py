@@ -18,7 +18,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import pytest
 import yaml
 from conftest import (
     ROOT,
+    UTC8,
     Exporter,
     Process,
     Simulator,
@@ -42,7 +43,6 @@ pytestmark = pytest.mark.e2e
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "dashscope-fine-tunes.json"
 PROM_DIR = ROOT / "prometheus"
-UTC8 = timezone(timedelta(hours=8))
 #: Template variables as Grafana would expand them: "All" for account and model, the
 #: scrape job the shipped config defines, and a rate interval of 4 scrapes of 1s rounded up.
 VARIABLES_ALL = {"job": "ft-exporter", "account": ".*", "model": ".*"}

@@ -8,10 +8,9 @@ import sys
 import threading
 import tracemalloc
 from collections.abc import Callable
-from datetime import timedelta, timezone
 
 import pytest
-from conftest import ROOT, Exporter, Simulator, value
+from conftest import ROOT, UTC8, Exporter, Simulator, value
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ft_exporter import simulator
@@ -71,7 +70,7 @@ def test_soak_hundreds_of_sweeps_do_not_grow_memory_or_threads(
             sim.url,
             Secret("sk-soak"),
             page_size=7,
-            tz=timezone(timedelta(hours=8)),
+            tz=UTC8,
             observer=metrics,
             retry=RetryPolicy(max_attempts=2, base_delay=0.001),
         )

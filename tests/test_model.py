@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from conftest import UTC8
 
 from ft_exporter.model import (
     JobParseError,
@@ -16,7 +17,6 @@ from ft_exporter.model import (
     parse_timezone,
 )
 
-UTC8 = timezone(timedelta(hours=8))
 VENDOR_EXAMPLE: dict[str, Any] = {
     "job_id": "ft-202410291653-1c7f",
     "job_name": "ft-202410291653-1c7f",

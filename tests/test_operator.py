@@ -21,10 +21,9 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from conftest import IN_CI, ROOT, Exporter, Simulator, basic_auth, http_get, wait_for
+from conftest import IN_CI, ROOT, Exporter, Simulator, basic_auth, http_get, run_cli, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_config import run_cli
 
 from ft_exporter import config, logs, webconfig
 from ft_exporter.webconfig import BasicAuth
