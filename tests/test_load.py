@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
-import threading
-import tracemalloc
 from collections.abc import Callable
 
 import pytest
-from conftest import ROOT, UTC8, Exporter, Simulator, value
-from prometheus_client import CollectorRegistry, generate_latest
-
-from ft_exporter import simulator
-from ft_exporter.client import FineTuneClient
-from ft_exporter.collector import CollectorSettings, FineTuneCollector
-from ft_exporter.poller import Poller
-from ft_exporter.retry import RetryPolicy
-from ft_exporter.secret import Secret
-from ft_exporter.selfmetrics import ExporterMetrics
+from conftest import ROOT, Exporter, Simulator, value
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from load import run_load
+from soak import run_soak
 
 
 @pytest.mark.xdist_group("heavy")  # global load: never two at once
@@ -39,7 +28,6 @@ def test_200_concurrent_scrapers_while_sweeps_run(
         env={"DASHSCOPE_API_KEY": simulator.key},
     )
     result = run_load(exp.url + "/metrics", scrapers=200, per_scraper=5)
-    print(f"\nLOAD {result}")
     assert result.scrapes == 1000
     assert result.errors == 0
     # Read the simulator first: sweeps go on, so its count can only be lower than the
@@ -62,52 +50,7 @@ def test_soak_hundreds_of_sweeps_do_not_grow_memory_or_threads(
     logger = logging.getLogger("ft_exporter")
     monkeypatch.setattr(logger, "propagate", False)
     logger.addHandler(logging.NullHandler())
-    sim = simulator.serve(key="sk-soak", scenario="static")
-    try:
-        registry = CollectorRegistry()
-        metrics = ExporterMetrics(registry, "default")
-        client = FineTuneClient(
-            sim.url,
-            Secret("sk-soak"),
-            page_size=7,
-            tz=UTC8,
-            observer=metrics,
-            retry=RetryPolicy(max_attempts=2, base_delay=0.001),
-        )
-        poller = Poller(lambda: client.sweep(), 60)
-        registry.register(FineTuneCollector(poller.state, CollectorSettings()))
-        faults = ["throttle", "truncated", "html502", "total_high", "none"]
-
-        def round_of(n: int) -> None:
-            for i in range(n):
-                mode = faults[i % len(faults)]
-                with sim.account._lock:
-                    sim.account.fault = simulator.Fault(mode, count=1 if mode != "none" else None)
-                poller.run_once()
-                generate_latest(registry)
-
-        round_of(50)  # warm up caches, pools and interned strings
-        gc.collect()
-        threads_before = threading.active_count()
-        tracemalloc.start()
-        round_of(100)
-        gc.collect()
-        before, _ = tracemalloc.get_traced_memory()
-        round_of(300)
-        gc.collect()
-        after, _ = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        print(
-            f"\nSOAK 300 sweeps: traced memory {before} -> {after} bytes, "
-            f"threads {threads_before} -> {threading.active_count()}"
-        )
-        assert threading.active_count() == threads_before
-        assert after - before < 64 * 1024
-        sweeps = value(
-            generate_latest(registry).decode(),
-            "dashscope_finetune_api_requests_total",
-            account="default",
-        )
-        assert sweeps is not None and sweeps > 300
-    finally:
-        sim.stop()
+    result = run_soak(300)
+    assert result.threads_after == result.threads_before
+    assert result.memory_after - result.memory_before < 64 * 1024
+    assert result.api_requests > 300
