@@ -225,12 +225,16 @@ class Process:
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
         nofile: tuple[int, int] | None = None,
+        *,
+        cwd: Path = ROOT,
+        clean_env: bool = False,
     ) -> None:
-        """``nofile``: the child's (soft, hard) open-file limit, as a careless host sets it."""
+        """``nofile``: the child's (soft, hard) open-file limit, as a careless host sets it;
+        ``clean_env``: ``env`` alone, nothing inherited from the tests' environment."""
         self.args = args
         self.log_path = log_path or Path(os.devnull)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        full_env = {**os.environ, **(env or {})}
+        full_env = dict(env or {}) if clean_env else {**os.environ, **(env or {})}
 
         def limit_files() -> None:
             if nofile is not None:
@@ -241,7 +245,7 @@ class Process:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=full_env,
-            cwd=ROOT,
+            cwd=cwd,
             preexec_fn=limit_files if nofile is not None else None,
         )
 

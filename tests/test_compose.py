@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import deployfiles
 import pytest
 import yaml
-from conftest import ROOT, Process, Simulator, free_port, http_get, wait_for
+from conftest import ROOT, Process, Simulator, http_get, listening_port, wait_for
 
 from ft_exporter.config import DEFAULT_BASE_URL, DEFAULT_PORT
 
@@ -217,18 +217,17 @@ def _container_env(host_env: dict[str, str]) -> dict[str, str]:
 
 
 def _start(tmp_path: Path, host_env: dict[str, str], name: str) -> tuple[Process, int]:
-    port = free_port()
     env = {
         **_container_env(host_env),
         # The image puts the exporter's virtualenv first on PATH; here that is this venv.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     proc = Process(
-        [*_entrypoint_script(), f"--web.listen-address=127.0.0.1:{port}"],
+        [*_entrypoint_script(), "--web.listen-address=127.0.0.1:0"],
         env=env,
         log_path=tmp_path / f"{name}.log",
     )
-    return proc, port
+    return proc, listening_port(proc, what="exporter")
 
 
 @pytest.mark.e2e
