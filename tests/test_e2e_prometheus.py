@@ -242,6 +242,7 @@ def rule_expressions() -> list[tuple[str, str]]:
     return [(rule["alert"], rule["expr"]) for group in groups for rule in group["rules"]]
 
 
+@pytest.mark.xdist_group("prometheus-healthy")  # one healthy stack per run
 def test_healthy_demo_has_no_active_alert(healthy: Stack) -> None:
     """Not even pending, over several evaluations of every rule."""
     rules = healthy.prom.api("rules")["groups"][0]["rules"]
@@ -264,6 +265,7 @@ def returns_data(run: Callable[[str], list[dict[str, Any]]], expr: str) -> Calla
     return lambda: bool(run(expr))
 
 
+@pytest.mark.xdist_group("prometheus-healthy")  # one healthy stack per run
 def test_every_dashboard_query_returns_data(healthy: Stack) -> None:
     targets = dashboard_targets()
     assert len(targets) >= 25
@@ -278,6 +280,7 @@ def test_every_dashboard_query_returns_data(healthy: Stack) -> None:
                 checked += 1
 
 
+@pytest.mark.xdist_group("prometheus-healthy")  # one healthy stack per run
 def test_every_template_variable_query_finds_values(healthy: Stack) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     for var in dashboard["templating"]["list"]:
@@ -290,6 +293,7 @@ def test_every_template_variable_query_finds_values(healthy: Stack) -> None:
         assert values, var["name"]
 
 
+@pytest.mark.xdist_group("prometheus-healthy")  # one healthy stack per run
 def test_every_name_in_dashboard_and_rules_is_served(healthy: Stack) -> None:
     """A typo in a metric or label name parses, returns nothing and hides; not here."""
     served = samples(healthy.exporter.metrics())

@@ -599,7 +599,7 @@ def test_sprawl_capped_in_the_real_process(
     sim = Simulator(tmp_path, scenario="sprawl")
     try:
         capped = exporter_factory(
-            [f"--dashscope.base-url={sim.url}", "--poll.interval=1s"],
+            [f"--dashscope.base-url={sim.url}", "--poll.interval=0.2s"],
             env={"DASHSCOPE_API_KEY": sim.key, "FT_EXPORTER_JOBS_MAX_AGGREGATE_SERIES": "1000"},
         )
         default = exporter_factory(

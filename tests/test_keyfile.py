@@ -297,7 +297,7 @@ def test_a_rotated_key_file_is_used_without_a_restart(
             [
                 f"--dashscope.base-url={sim.url}",
                 f"{FLAG}={volume.path}",
-                "--poll.interval=1s",
+                "--poll.interval=0.2s",
                 "--dashscope.max-attempts=1",
                 "--log.level=debug",
             ],

@@ -28,6 +28,9 @@ from conftest import ROOT
 from ft_exporter import __version__
 from ft_exporter.config import DEFAULT_PORT
 
+#: The CRD schemas (a session fixture) take seconds to build: one worker builds them once.
+pytestmark = pytest.mark.xdist_group("kubernetes")
+
 CRDS = ("ServiceMonitor", "PrometheusRule")
 # The oldest and the newest Kubernetes release kubernetes-validate has schemas for.
 K8S_VERSIONS = ("1.25.0", None)
