@@ -2,7 +2,8 @@
 # Installs everything the tests need, then runs lint, type checks and the whole suite in
 # parallel (pytest-xdist). Used as-is by CI (.ci/run). Extra arguments go to pytest.
 #
-#   ./scripts/test.sh            everything: apt tools, ruff, mypy, every test (parallel)
+#   ./scripts/test.sh            everything: apt tools, ruff, mypy, every test (in parallel,
+#                                then the few marked `serial` alone)
 #   ./scripts/test.sh --fast     the fast loop: ruff and every test that starts no process
 #                                (-m "not e2e"); no apt, no mypy, pip only when missing
 #
@@ -57,5 +58,19 @@ if [ "$fast" -eq 1 ]; then
 fi
 echo "==> mypy"
 .venv/bin/mypy
-echo "==> pytest"
-exec .venv/bin/python -m pytest -n "$workers" --dist loadgroup "$@"
+echo "==> pytest (parallel)"
+set +e
+.venv/bin/python -m pytest -n "$workers" --dist loadgroup -m "not serial" "$@"
+parallel=$?
+echo "==> pytest (alone: tests that need the machine to themselves)"
+.venv/bin/python -m pytest -m serial "$@"
+alone=$?
+set -e
+# 5 is "no test selected", as with -k or a file that has none of one kind.
+for status in "$parallel" "$alone"; do
+    if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
+        exit "$status"
+    fi
+done
+[ "$parallel" -eq 5 ] && [ "$alone" -eq 5 ] && exit 5
+exit 0

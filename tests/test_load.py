@@ -14,7 +14,7 @@ from load import run_load
 from soak import run_soak
 
 
-@pytest.mark.xdist_group("heavy")  # global load: never two at once
+@pytest.mark.serial  # machine-wide load and timing bounds: run alone
 def test_200_concurrent_scrapers_while_sweeps_run(
     simulator: Simulator, exporter_factory: Callable[..., Exporter]
 ) -> None:
@@ -42,7 +42,6 @@ def test_200_concurrent_scrapers_while_sweeps_run(
     assert api_side <= requests
 
 
-@pytest.mark.xdist_group("heavy")  # global load: never two at once
 def test_soak_hundreds_of_sweeps_do_not_grow_memory_or_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
