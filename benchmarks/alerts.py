@@ -17,14 +17,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import UTC8, http_json  # noqa: E402 - the test harness starts the stack
-from test_e2e_prometheus import Stack, start_stack, stop_stack  # noqa: E402
+from conftest import http_json  # noqa: E402 - the test harness starts the stack
+from test_e2e_prometheus import (  # noqa: E402
+    Stack,
+    failed_and_stuck_jobs,
+    start_stack,
+    stop_stack,
+)
 
 
 def timed(stack: Stack, cause: Callable[[Stack], None], *alerts: tuple[str, str]) -> list[str]:
@@ -35,33 +39,6 @@ def timed(stack: Stack, cause: Callable[[Stack], None], *alerts: tuple[str, str]
         stack.wait_alert(name, state, timeout=60)
         lines.append(f"{name} {state} {time.monotonic() - started:.1f}s")
     return lines
-
-
-def jobs() -> dict[str, object]:
-    now = datetime.now(UTC8)
-
-    def stamp(ago: timedelta) -> str:
-        return (now - ago).strftime("%Y-%m-%d %H:%M:%S")
-
-    return {
-        "jobs": [
-            {
-                "job_id": "ft-bench-failed",
-                "status": "FAILED",
-                "model": "qwen3-8b",
-                "training_type": "sft",
-                "create_time": stamp(timedelta(minutes=20)),
-                "end_time": stamp(timedelta(minutes=2)),
-            },
-            {
-                "job_id": "ft-bench-queued",
-                "status": "QUEUING",
-                "model": "qwen3-14b",
-                "training_type": "efficient_sft",
-                "create_time": stamp(timedelta(hours=7)),
-            },
-        ]
-    }
 
 
 def main() -> int:
@@ -81,7 +58,9 @@ def main() -> int:
         ),
         (
             "a failed and a stuck job",
-            lambda s: http_json(s.sim.url + "/_sim/jobs", "POST", jobs()),
+            lambda s: http_json(
+                s.sim.url + "/_sim/jobs", "POST", {"jobs": failed_and_stuck_jobs()}
+            ),
             [("DashScopeFineTuneJobFailed", "firing"), ("DashScopeFineTuneJobStuck", "firing")],
         ),
     ]

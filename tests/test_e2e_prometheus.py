@@ -351,17 +351,14 @@ def test_full_quota_fires_the_real_rule(fresh: Stack) -> None:
     assert float(nearly["value"]) >= 1.0
 
 
-def test_failed_and_stuck_jobs_fire_the_real_rules(
-    fresh: Stack,
-) -> None:
-    """The joins of job_info with the timestamps work on the exporter's real label sets."""
-    assert fresh.prom.alerts() == []
+def failed_and_stuck_jobs() -> list[dict[str, Any]]:
+    """A job that failed two minutes ago and one queued for seven hours, in DashScope's zone."""
     now = datetime.now(UTC8)
 
     def stamp(ago: timedelta) -> str:
         return (now - ago).strftime("%Y-%m-%d %H:%M:%S")
 
-    jobs = [
+    return [
         {
             "job_id": "ft-e2e-failed",
             "job_name": "e2e-failed",
@@ -380,6 +377,14 @@ def test_failed_and_stuck_jobs_fire_the_real_rules(
             "create_time": stamp(timedelta(hours=7)),
         },
     ]
+
+
+def test_failed_and_stuck_jobs_fire_the_real_rules(
+    fresh: Stack,
+) -> None:
+    """The joins of job_info with the timestamps work on the exporter's real label sets."""
+    assert fresh.prom.alerts() == []
+    jobs = failed_and_stuck_jobs()
     http_json(fresh.sim.url + "/_sim/jobs", "POST", {"jobs": jobs})
     failed = fresh.wait_alert("DashScopeFineTuneJobFailed", "firing")
     stuck = fresh.wait_alert("DashScopeFineTuneJobStuck", "firing")
