@@ -52,25 +52,45 @@ fi
 echo "==> ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# Three kinds of test: most run in parallel (xdist); those marked `isolated` (they trace
+# their whole process) run meanwhile in a pytest process of their own; those marked
+# `serial` (they bound times under machine-wide load) run last, alone.
+run_tests() {
+    local only="${1:+$1 and }"
+    shift
+    local isolated_log
+    isolated_log="$(mktemp)"
+    set +e
+    .venv/bin/python -m pytest -m "${only}isolated" "$@" >"$isolated_log" 2>&1 &
+    local isolated_pid=$!
+    echo "==> pytest (parallel; the isolated tests in a process of their own meanwhile)"
+    .venv/bin/python -m pytest -n "$workers" --dist loadgroup \
+        -m "${only}not serial and not isolated" "$@"
+    local parallel=$?
+    wait "$isolated_pid"
+    local isolated=$?
+    echo "==> pytest (isolated)"
+    cat "$isolated_log"
+    rm -f "$isolated_log"
+    echo "==> pytest (serial: tests that need the machine to themselves)"
+    .venv/bin/python -m pytest -m "${only}serial" "$@"
+    local alone=$?
+    set -e
+    # 5 is "no test selected", as with -k or a file that has none of one kind.
+    local status any=0
+    for status in "$parallel" "$isolated" "$alone"; do
+        if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
+            exit "$status"
+        fi
+        [ "$status" -eq 5 ] || any=1
+    done
+    [ "$any" -eq 1 ] || exit 5
+    exit 0
+}
+
 if [ "$fast" -eq 1 ]; then
-    echo "==> pytest (fast: no process-starting tests)"
-    exec .venv/bin/python -m pytest -m "not e2e" -n "$workers" "$@"
+    run_tests "not e2e" "$@"
 fi
 echo "==> mypy"
 .venv/bin/mypy
-echo "==> pytest (parallel)"
-set +e
-.venv/bin/python -m pytest -n "$workers" --dist loadgroup -m "not serial" "$@"
-parallel=$?
-echo "==> pytest (alone: tests that need the machine to themselves)"
-.venv/bin/python -m pytest -m serial "$@"
-alone=$?
-set -e
-# 5 is "no test selected", as with -k or a file that has none of one kind.
-for status in "$parallel" "$alone"; do
-    if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
-        exit "$status"
-    fi
-done
-[ "$parallel" -eq 5 ] && [ "$alone" -eq 5 ] && exit 5
-exit 0
+run_tests "" "$@"

@@ -42,6 +42,7 @@ def test_200_concurrent_scrapers_while_sweeps_run(
     assert api_side <= requests
 
 
+@pytest.mark.isolated  # traces its whole process's memory and threads
 def test_soak_hundreds_of_sweeps_do_not_grow_memory_or_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
