@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
+import re
 import resource
 import shutil
 import socket
@@ -15,15 +17,22 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from certs import Pki, make_pki
+from guards import ProcessGuard, SkipGuard, in_ci
 from prometheus_client.parser import text_string_to_metric_families
 
+from ft_exporter.client import ApiError
+from ft_exporter.config import TEST_MIN_POLL_INTERVAL_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+IN_CI = in_ci()
+#: The zone DashScope writes its job times in (Beijing, no daylight saving).
+UTC8 = timezone(timedelta(hours=8))
 
 
 def require_tool(name: str) -> str:
@@ -38,9 +47,38 @@ def require_tool(name: str) -> str:
 
 
 def free_port() -> int:
+    """A loopback port nothing listened on a moment ago: for "nothing answers here" only.
+
+    Never hand it to a process to bind: another test may take it in between (racy under
+    xdist). Processes bind port 0 and report theirs (see ``listening_port``).
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+#: The start line of the exporter ("ft-exporter X listening on http://127.0.0.1:PORT/metrics")
+#: and of the simulator ("simulator listening on http://127.0.0.1:PORT/api/v1"), text or JSON.
+LISTENING = re.compile(r"listening on https?://[^\s/]+:(\d+)/")
+
+
+def listening_port(process: Process, timeout: float = 20.0, what: str = "process") -> int:
+    """The port a process bound at ``:0``, read from its start line.
+
+    0 when the process exits before it listens (a test of a start-up failure reads its
+    output and exit status instead).
+    """
+    found: list[int] = []
+
+    def listening() -> bool:
+        match = LISTENING.search(process.output())
+        if match:
+            found.append(int(match.group(1)))
+            return True
+        return process.proc.poll() is not None
+
+    wait_for(listening, timeout, 0.02, f"{what} to log its port:\n{process.output()}")
+    return found[0] if found else 0
 
 
 def http_get(
@@ -57,10 +95,72 @@ def http_get(
         return int(err.code), err.read()
 
 
+def basic_credentials(user: str, password: str) -> str:
+    """The value of an ``Authorization`` header for HTTP basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 def basic_auth(user: str, password: str) -> dict[str, str]:
-    """The ``Authorization`` header for HTTP basic auth."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+    """The ``Authorization`` header for HTTP basic auth, as a headers dict."""
+    return {"Authorization": basic_credentials(user, password)}
+
+
+def readme_section(heading: str) -> str:
+    """The README's text under ``heading`` (e.g. ``"## Metrics"``, ``"### Securing..."``),
+    up to the next heading of the same level or above."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    marker = f"\n{heading}\n"
+    assert marker in readme, f"README.md has no {heading!r} section"
+    level = len(heading) - len(heading.lstrip("#"))
+    lines: list[str] = []
+    fenced = False  # a "# comment" in a code block is no heading
+    for line in readme.split(marker, 1)[1].splitlines(keepends=True):
+        fenced ^= line.startswith("```")
+        if not fenced and re.match(rf"#{{1,{level}}} ", line):
+            break
+        lines.append(line)
+    return "".join(lines)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """The exporter's command line (``python -m ft_exporter``) in a bare environment,
+    for what it prints and its exit status; expected to exit on its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "ft_exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        check=False,
+    )
+
+
+class Recorder:
+    """A client RequestObserver that remembers every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, ApiError | None]] = []
+
+    def observe(self, duration: float, error: ApiError | None) -> None:
+        self.calls.append((duration, error))
+
+    def reject(self, error: ApiError) -> None:
+        self.calls.append((-1.0, error))
+
+    @property
+    def codes(self) -> list[tuple[str, str] | None]:
+        """(code, HTTP status) of each failed call, None for each success."""
+        return [None if e is None else (e.code, e.http_status) for _, e in self.calls]
+
+    @property
+    def seen(self) -> list[str]:
+        """Each call in one word: ``ok``, ``Code/status``, or ``rejected Code``."""
+        return [
+            "ok" if e is None else (f"rejected {e.code}" if d < 0 else f"{e.code}/{e.http_status}")
+            for d, e in self.calls
+        ]
 
 
 def http_json(url: str, method: str = "GET", payload: Any = None, timeout: float = 5.0) -> Any:
@@ -125,12 +225,16 @@ class Process:
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
         nofile: tuple[int, int] | None = None,
+        *,
+        cwd: Path = ROOT,
+        clean_env: bool = False,
     ) -> None:
-        """``nofile``: the child's (soft, hard) open-file limit, as a careless host sets it."""
+        """``nofile``: the child's (soft, hard) open-file limit, as a careless host sets it;
+        ``clean_env``: ``env`` alone, nothing inherited from the tests' environment."""
         self.args = args
         self.log_path = log_path or Path(os.devnull)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        full_env = {**os.environ, **(env or {})}
+        full_env = dict(env or {}) if clean_env else {**os.environ, **(env or {})}
 
         def limit_files() -> None:
             if nofile is not None:
@@ -141,7 +245,7 @@ class Process:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=full_env,
-            cwd=ROOT,
+            cwd=cwd,
             preexec_fn=limit_files if nofile is not None else None,
         )
 
@@ -163,6 +267,16 @@ class Process:
         return int(self.proc.returncode)
 
 
+def _log_path(tmp: Path, name: str) -> Path:
+    """A log file of its own for each process a test starts (the port is not known yet)."""
+    for n in itertools.count(1):
+        path = tmp / f"{name}-{n}.log"
+        if not path.exists():
+            path.touch()
+            return path
+    raise AssertionError("unreachable")
+
+
 class Simulator(Process):
     """``python -m ft_exporter.simulator`` on a free loopback port."""
 
@@ -173,25 +287,27 @@ class Simulator(Process):
         scenario: str = "static",
         extra: list[str] | None = None,
     ) -> None:
-        self.port = free_port()
         self.key = key
-        self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(
             [
                 sys.executable,
                 "-m",
                 "ft_exporter.simulator",
                 "--port",
-                str(self.port),
+                "0",
                 "--key",
                 key,
                 "--scenario",
                 scenario,
                 *(extra or []),
             ],
-            log_path=tmp / f"simulator-{self.port}.log",
+            log_path=_log_path(tmp, "simulator"),
         )
-        wait_for(lambda: http_get(self.url + "/_sim/stats")[0] == 200, what="simulator")
+        self.port = listening_port(self, what="simulator")
+        if not self.port:
+            raise AssertionError(f"simulator exited {self.proc.returncode}:\n{self.output()}")
+        scheme = "https" if "--tls-cert" in (extra or []) else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
 
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = http_json(self.url + "/_sim/stats")
@@ -229,17 +345,18 @@ class Exporter(Process):
         auth: tuple[str, str] | None = None,
         nofile: tuple[int, int] | None = None,
     ) -> None:
-        self.port = free_port()
         self.ssl_context = ssl_context
         self.auth_headers = basic_auth(*auth) if auth else {}
-        scheme = "https" if ssl_context is not None else "http"
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
         super().__init__(
-            [exporter_exe(), f"--web.listen-address=127.0.0.1:{self.port}", *args],
-            env=env,
-            log_path=tmp / f"exporter-{self.port}.log",
+            [exporter_exe(), "--web.listen-address=127.0.0.1:0", *args],
+            env={TEST_MIN_POLL_INTERVAL_ENV: "0.05", **(env or {})},
+            log_path=_log_path(tmp, "exporter"),
             nofile=nofile,
         )
+        # 0 when it exits before it listens: a test of a failed start reads output().
+        self.port = listening_port(self, what="exporter")
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         if wait_ready:
             wait_for(self._ready, what="exporter ready")
 
@@ -289,3 +406,28 @@ def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., Exporter]]:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A test CA with server and client certificates, made once per run."""
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+#: Fixtures that start a process: a test using one is marked e2e without saying so.
+PROCESS_FIXTURES = frozenset({"simulator", "exporter_factory"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(ProcessGuard(), "process-guard")
+    if not hasattr(config, "workerinput"):  # xdist's controller (or a plain run) decides
+        config.pluginmanager.register(SkipGuard(in_ci()), "skip-guard")
+    ProcessGuard.current = None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    guard = session.config.pluginmanager.get_plugin("process-guard")
+    assert isinstance(guard, ProcessGuard)
+    guard.install()

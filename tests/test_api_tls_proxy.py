@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from certs import make_pki
-from conftest import Exporter, api_errors, value, wait_for
+from conftest import Exporter, api_errors, run_cli, value, wait_for
 
 from ft_exporter import simulator
 
@@ -140,17 +140,9 @@ def test_unknown_ca_is_refused(
     assert KEY not in exp.output()
 
 
+@pytest.mark.e2e
 def test_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, "-m", "ft_exporter", f"--dashscope.ca-file={tmp_path}/missing.pem"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"DASHSCOPE_API_KEY": KEY},
-    )
+    result = run_cli(f"--dashscope.ca-file={tmp_path}/missing.pem", env={"DASHSCOPE_API_KEY": KEY})
     assert result.returncode == 2
     assert result.stderr == (
         f"ft-exporter: error: cannot read --dashscope.ca-file '{tmp_path}/missing.pem'\n"

@@ -7,13 +7,13 @@ import logging
 import random
 import re
 from collections.abc import Callable
-from datetime import timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 import responses
+from conftest import UTC8, Recorder
 from responses import matchers
 
 from ft_exporter import __version__, simulator
@@ -31,24 +31,6 @@ from ft_exporter.secret import Secret
 BASE = "https://dashscope-intl.aliyuncs.com"
 URL = BASE + "/api/v1/fine-tunes"
 KEY = "sk-client-test-key-abcdef"
-UTC8 = timezone(timedelta(hours=8))
-
-
-class Recorder:
-    """A RequestObserver that remembers every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[float, ApiError | None]] = []
-
-    def observe(self, duration: float, error: ApiError | None) -> None:
-        self.calls.append((duration, error))
-
-    def reject(self, error: ApiError) -> None:
-        self.calls.append((-1.0, error))
-
-    @property
-    def codes(self) -> list[tuple[str, str] | None]:
-        return [None if e is None else (e.code, e.http_status) for _, e in self.calls]
 
 
 def job(n: int, status: str = "RUNNING", **extra: Any) -> dict[str, Any]:

@@ -18,13 +18,14 @@ from urllib.parse import urlsplit
 import deployfiles
 import pytest
 import yaml
-from conftest import ROOT, Process, Simulator, free_port, http_get, wait_for
+from conftest import ROOT, Process, Simulator, http_get, listening_port, wait_for
 
 from ft_exporter.config import DEFAULT_BASE_URL, DEFAULT_PORT
 
 EXPORTER = "ft-exporter"
 
 
+@pytest.mark.e2e
 def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
     check = [deployfiles.tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
     result = deployfiles.run([*check, str(deployfiles.COMPOSE_FILE)])
@@ -123,6 +124,7 @@ def _prometheus_config(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     return copy, config
 
 
+@pytest.mark.e2e
 def test_prometheus_config_as_mounted_passes_promtool(tmp_path: Path) -> None:
     promtool = deployfiles.tool("promtool")
     copy, config = _prometheus_config(tmp_path)
@@ -136,6 +138,7 @@ def test_prometheus_config_as_mounted_passes_promtool(tmp_path: Path) -> None:
     assert (ROOT / "prometheus" / "alerts.yml").resolve() in loaded
 
 
+@pytest.mark.e2e
 def test_alertmanager_config_as_mounted_passes_amtool() -> None:
     amtool = deployfiles.tool("amtool")
     container_config = deployfiles.command_flag("alertmanager", "config.file")
@@ -214,20 +217,20 @@ def _container_env(host_env: dict[str, str]) -> dict[str, str]:
 
 
 def _start(tmp_path: Path, host_env: dict[str, str], name: str) -> tuple[Process, int]:
-    port = free_port()
     env = {
         **_container_env(host_env),
         # The image puts the exporter's virtualenv first on PATH; here that is this venv.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     proc = Process(
-        [*_entrypoint_script(), f"--web.listen-address=127.0.0.1:{port}"],
+        [*_entrypoint_script(), "--web.listen-address=127.0.0.1:0"],
         env=env,
         log_path=tmp_path / f"{name}.log",
     )
-    return proc, port
+    return proc, listening_port(proc, what="exporter")
 
 
+@pytest.mark.e2e
 def test_without_a_key_the_exporter_runs_the_demo(tmp_path: Path) -> None:
     proc, port = _start(tmp_path, {}, "demo")
     try:

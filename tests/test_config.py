@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import readme_section, run_cli
 
 from ft_exporter import __version__, config
 from ft_exporter.config import ConfigError, load, parse_duration, parse_listen_address
 
 KEY = "sk-config-test-SECRET-4242"
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ft_exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": "/usr/bin:/bin", **(env or {})},
-    )
 
 
 def test_defaults() -> None:
@@ -160,6 +149,7 @@ def test_listen_addresses(text: str, pair: tuple[str, int]) -> None:
         (["--no-such-flag"], {"DASHSCOPE_API_KEY": KEY}, "unrecognized arguments: --no-such-flag"),
     ],
 )
+@pytest.mark.e2e
 def test_bad_configuration_fails_with_one_line_and_exit_2(
     args: list[str], env: dict[str, str], message: str
 ) -> None:
@@ -179,6 +169,7 @@ def test_empty_key_file(tmp_path: Path) -> None:
         load([f"--dashscope.api-key-file={keyfile}"], {})
 
 
+@pytest.mark.e2e
 def test_version_and_help() -> None:
     version = run_cli("--version")
     assert (version.returncode, version.stdout.strip()) == (0, f"ft-exporter {__version__}")
@@ -209,12 +200,12 @@ def test_version_and_help() -> None:
         assert flag in helptext.stdout, flag
 
 
+@pytest.mark.e2e
 def test_readme_documents_every_flag() -> None:
     """The README's configuration table lists exactly the flags --help shows."""
     import re
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    table = readme_section("## Configuration")
     documented = set(re.findall(r"^\| `(--[a-z.-]+)` \|", table, re.MULTILINE))
     helptext = run_cli("--help").stdout
     offered = set(re.findall(r"^\s+(--[a-z][a-z.-]+)", helptext, re.MULTILINE))

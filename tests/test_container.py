@@ -13,12 +13,13 @@ from pathlib import Path
 
 import deployfiles
 import pytest
-from conftest import IN_CI, ROOT, Exporter, free_port, http_get, wait_for
+from conftest import IN_CI, ROOT, Exporter, Process, free_port, http_get, listening_port, wait_for
 
 from ft_exporter import __version__
 from ft_exporter.config import DEFAULT_PORT
 
 
+@pytest.mark.e2e
 def test_hadolint_finds_nothing_at_warning_level() -> None:
     result = deployfiles.run(
         [deployfiles.tool("hadolint"), "--failure-threshold", "warning", "Dockerfile"], cwd=ROOT
@@ -26,6 +27,7 @@ def test_hadolint_finds_nothing_at_warning_level() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
     # The check above is only worth something if hadolint fails on what it should.
     bad = tmp_path / "Dockerfile"
@@ -189,6 +191,7 @@ def test_healthcheck_command_probes_a_running_exporter(
     assert down.returncode != 0
 
 
+@pytest.mark.e2e
 def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     """What the image's build stage does, step for step, outside Docker."""
     # 1. The build context: only what the Dockerfile copies, filtered by .dockerignore.
@@ -241,23 +244,22 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> Non
     )
     assert where.stdout.strip().startswith(str(venv)), where.stdout
     # 5. And it serves: demo mode needs every module, the simulator included.
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(exe), "--demo", f"--web.listen-address=127.0.0.1:{port}"],
+    proc = Process(
+        [str(exe), "--demo", "--web.listen-address=127.0.0.1:0"],
+        log_path=tmp_path / "exporter.log",
         cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
     )
     try:
+        port = listening_port(proc, what="exporter")
         wait_for(lambda: http_get(f"http://127.0.0.1:{port}/-/ready")[0] == 200, what="ready")
         status, body = http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         assert b'dashscope_finetune_up{account="default"} 1.0' in body
     finally:
-        proc.terminate()
-        proc.wait(10)
+        proc.stop()
 
 
+@pytest.mark.e2e
 def test_runs_as_the_image_user_on_a_read_only_root(tmp_path: Path) -> None:
     """``docker run IMAGE --demo`` with compose's read_only / Kubernetes'
     readOnlyRootFilesystem, emulated: the image's ENV and USER, the ENTRYPOINT found through
@@ -280,35 +282,31 @@ def test_runs_as_the_image_user_on_a_read_only_root(tmp_path: Path) -> None:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    port = free_port()
     script = 'mount -o bind,remount,ro / && exec "$@"'
     argv = [unshare, "--mount", "/bin/sh", "-c", script, "sh", *drop, *entrypoint.value]
-    log = tmp_path / "exporter.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*argv, "--demo", f"--web.listen-address=127.0.0.1:{port}"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = Process(
+        [*argv, "--demo", "--web.listen-address=127.0.0.1:0"],
+        env=env,
+        log_path=tmp_path / "exporter.log",
+        clean_env=True,
+    )
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: http_get(url + "/-/ready")[0] == 200, what=f"ready; {log.read_text()}")
+        url = f"http://127.0.0.1:{listening_port(proc, what='exporter')}"
+        wait_for(lambda: http_get(url + "/-/ready")[0] == 200, what=f"ready; {proc.output()}")
         status, body = http_get(url + "/metrics")
         assert status == 200
         assert b'dashscope_finetune_up{account="default"} 1.0' in body
         # unshare, sh and setpriv exec in turn: the process is the exporter itself.
-        status_lines = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        status_lines = Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines()
         fields = dict(line.split(":", 1) for line in status_lines)
         assert fields["Uid"].split()[:2] == [uid, uid]
         assert fields["Gid"].split()[:2] == [gid, gid]
         assert int(fields["CapEff"], 16) == 0
-        mounts = Path(f"/proc/{proc.pid}/mounts").read_text().splitlines()
+        mounts = Path(f"/proc/{proc.proc.pid}/mounts").read_text().splitlines()
         root = next(m.split() for m in mounts if m.split()[1] == "/")
         assert "ro" in root[3].split(","), root
     finally:
-        proc.terminate()
-        proc.wait(10)
+        proc.stop()
 
 
 @pytest.mark.parametrize("path", ["Dockerfile", ".dockerignore", "docker-compose.yml"])

@@ -599,7 +599,7 @@ def test_sprawl_capped_in_the_real_process(
     sim = Simulator(tmp_path, scenario="sprawl")
     try:
         capped = exporter_factory(
-            [f"--dashscope.base-url={sim.url}", "--poll.interval=1s"],
+            [f"--dashscope.base-url={sim.url}", "--poll.interval=0.2s"],
             env={"DASHSCOPE_API_KEY": sim.key, "FT_EXPORTER_JOBS_MAX_AGGREGATE_SERIES": "1000"},
         )
         default = exporter_factory(
@@ -641,6 +641,7 @@ def test_max_aggregate_series_default_flag_and_env() -> None:
 
 @pytest.mark.parametrize("bad", ["0", "-1", "6", "abc", "", "1e3", "2000 series"])
 @pytest.mark.parametrize("via", ["flag", "env"])
+@pytest.mark.e2e
 def test_bad_max_aggregate_series_exits_2_with_one_line(bad: str, via: str) -> None:
     env = {"PATH": "/usr/bin:/bin", "DASHSCOPE_API_KEY": "sk-not-used-0123456789"}
     args = [exporter_exe(), "--web.listen-address=127.0.0.1:0"]
@@ -682,6 +683,7 @@ HOSTILE_SETTINGS = [
     ],
 )
 @pytest.mark.parametrize("via", ["flag", "env"])
+@pytest.mark.e2e
 def test_operator_text_that_is_not_clean_text_exits_2(
     raw: bytes, flag: str, variable: bytes, via: str
 ) -> None:

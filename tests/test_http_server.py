@@ -410,6 +410,7 @@ def _flood_exporter(
     )
 
 
+@pytest.mark.serial  # machine-wide load and timing bounds: run alone
 def test_flood_of_idle_and_trickling_connections(
     simulator: Simulator, exporter_factory: Callable[..., Exporter], tmp_path: Path
 ) -> None:
@@ -418,6 +419,7 @@ def test_flood_of_idle_and_trickling_connections(
         _flood_and_check(exp, tmp_path)
 
 
+@pytest.mark.serial  # machine-wide load and timing bounds: run alone
 def test_flood_with_a_soft_fd_limit_of_1024(
     simulator: Simulator, exporter_factory: Callable[..., Exporter], tmp_path: Path
 ) -> None:
@@ -429,6 +431,7 @@ def test_flood_with_a_soft_fd_limit_of_1024(
         _flood_and_check(exp, tmp_path)
 
 
+@pytest.mark.serial  # machine-wide load and timing bounds: run alone
 def test_flood_with_a_hard_fd_limit_of_1024_lowers_the_cap(
     simulator: Simulator, exporter_factory: Callable[..., Exporter], tmp_path: Path
 ) -> None:

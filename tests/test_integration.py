@@ -16,13 +16,13 @@ from pathlib import Path
 
 import fixtures as fx
 from conftest import (
-    ROOT,
     Exporter,
     Simulator,
     api_errors,
     free_port,
     http_get,
     http_json,
+    readme_section,
     require_tool,
     samples,
     value,
@@ -378,8 +378,7 @@ def test_demo_mode_serves_every_documented_metric(
 
 def readme_metric_names() -> dict[str, str]:
     """Metric name -> type, from the README's metrics table."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    section = readme_section("## Metrics")
     rows = re.findall(
         r"^\| `(dashscope_[a-z_]+)` \| (gauge|counter|histogram) \|", section, re.MULTILINE
     )

@@ -147,6 +147,7 @@ BAD_FILES: list[tuple[str, Callable[[Path], str], str]] = [
 @pytest.mark.parametrize(
     ("make", "problem"), [(m, p) for _, m, p in BAD_FILES], ids=[n for n, _, _ in BAD_FILES]
 )
+@pytest.mark.e2e
 def test_a_bad_key_file_stops_the_start_with_one_line(
     make: Callable[[Path], str], problem: str, tmp_path: Path
 ) -> None:
@@ -156,6 +157,7 @@ def test_a_bad_key_file_stops_the_start_with_one_line(
     assert leaked(result.stderr, KEY) == []
 
 
+@pytest.mark.e2e
 def test_a_missing_or_looping_key_file_names_the_reason(tmp_path: Path) -> None:
     path = _loop(tmp_path)
     env = {"FT_EXPORTER_DASHSCOPE_API_KEY_FILE": path}
@@ -174,6 +176,7 @@ ENV_CASES = [
 @pytest.mark.parametrize(
     ("key", "problem"), [(k, p) for _, k, p in ENV_CASES], ids=[n for n, _, _ in ENV_CASES]
 )
+@pytest.mark.e2e
 def test_a_bad_key_in_the_environment_stops_the_start_with_one_line(key: str, problem: str) -> None:
     result = start_failing([], {"DASHSCOPE_API_KEY": key})
     assert_one_line(result, f"$DASHSCOPE_API_KEY {problem}; {RULE}")
@@ -294,7 +297,7 @@ def test_a_rotated_key_file_is_used_without_a_restart(
             [
                 f"--dashscope.base-url={sim.url}",
                 f"{FLAG}={volume.path}",
-                "--poll.interval=1s",
+                "--poll.interval=0.2s",
                 "--dashscope.max-attempts=1",
                 "--log.level=debug",
             ],
@@ -395,6 +398,7 @@ BAD_URLS = {
 
 @pytest.mark.parametrize("via", ["flag", "env"])
 @pytest.mark.parametrize("url", BAD_URLS.values(), ids=BAD_URLS.keys())
+@pytest.mark.e2e
 def test_a_key_in_the_base_url_is_never_echoed(url: str, via: str) -> None:
     args: list[str] = []
     env = {"DASHSCOPE_API_KEY": "sk-unrelated-key-000"}

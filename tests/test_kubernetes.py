@@ -28,6 +28,9 @@ from conftest import ROOT
 from ft_exporter import __version__
 from ft_exporter.config import DEFAULT_PORT
 
+#: The CRD schemas (a session fixture) take seconds to build: one worker builds them once.
+pytestmark = pytest.mark.xdist_group("kubernetes")
+
 CRDS = ("ServiceMonitor", "PrometheusRule")
 # The oldest and the newest Kubernetes release kubernetes-validate has schemas for.
 K8S_VERSIONS = ("1.25.0", None)
@@ -115,6 +118,7 @@ def validate(docs: list[dict[str, Any]], tmp: Path, crd_schemas: dict[str, Path]
 @pytest.mark.parametrize(
     "directory", deployfiles.kustomizations(), ids=lambda p: str(p.relative_to(ROOT))
 )
+@pytest.mark.e2e
 def test_kustomization_renders_and_validates_strictly(
     directory: Path, tmp_path: Path, crd_schemas: dict[str, Path]
 ) -> None:
@@ -124,6 +128,7 @@ def test_kustomization_renders_and_validates_strictly(
 
 
 @pytest.mark.parametrize("path", raw_manifests(), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.e2e
 def test_every_manifest_file_validates_strictly(
     path: Path, tmp_path: Path, crd_schemas: dict[str, Path]
 ) -> None:
@@ -142,6 +147,7 @@ def test_every_manifest_file_validates_strictly(
         ("PrometheusRule", lambda d: d["spec"]["groups"][0]["rules"][0].update(expression="1")),
     ],
 )
+@pytest.mark.e2e
 def test_validation_rejects_mistakes(
     kind: str, mutate: Any, tmp_path: Path, crd_schemas: dict[str, Path]
 ) -> None:
@@ -150,6 +156,7 @@ def test_validation_rejects_mistakes(
     assert validate([doc], tmp_path, crd_schemas) != []
 
 
+@pytest.mark.e2e
 def test_base_is_namespace_agnostic_and_complete() -> None:
     docs = rendered(BASE)
     kinds = sorted(d["kind"] for d in docs)
@@ -166,6 +173,7 @@ def _container(deployment: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.e2e
 def test_deployment_runs_hardened_with_limits_probes_and_the_secret() -> None:
     deployment = deployfiles.one(rendered(BASE), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -213,6 +221,7 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+@pytest.mark.e2e
 def test_service_and_servicemonitor_reach_the_exporter() -> None:
     docs = rendered(BASE)
     deployment = deployfiles.one(docs, "Deployment")
@@ -233,12 +242,14 @@ def test_service_and_servicemonitor_reach_the_exporter() -> None:
     assert deployfiles.alert_job_matchers() <= {job}
 
 
+@pytest.mark.e2e
 def test_prometheus_rule_holds_exactly_the_rules_of_alerts_yml() -> None:
     rule = deployfiles.one(rendered(BASE), "PrometheusRule")
     alerts = deployfiles.load_yaml(ROOT / "prometheus" / "alerts.yml")
     assert rule["spec"] == {"groups": alerts["groups"]}
 
 
+@pytest.mark.e2e
 def test_dashboard_configmap_holds_exactly_the_dashboard_files() -> None:
     configmap = deployfiles.one(rendered(BASE), "ConfigMap")
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -254,11 +265,13 @@ def test_dashboard_configmap_holds_exactly_the_dashboard_files() -> None:
     assert sum(len(v.encode()) for v in files.values()) < 1024 * 1024
 
 
+@pytest.mark.e2e
 def test_generated_files_are_up_to_date() -> None:
     result = deployfiles.run([sys.executable, "scripts/sync_deploy.py", "--check"], cwd=ROOT)
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.e2e
 def test_sync_script_regenerates_from_changed_sources(tmp_path: Path) -> None:
     for rel in (
         "scripts/sync_deploy.py",
@@ -354,6 +367,7 @@ def test_sync_script_keeps_comments_and_survives_awkward_text() -> None:
     assert configmap["data"] == awkward
 
 
+@pytest.mark.e2e
 def test_sharding_example_gives_each_account_its_own_exporter() -> None:
     docs = rendered(SHARDED)
     deployments = deployfiles.by_kind(docs, "Deployment")

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
-import threading
-import tracemalloc
 from collections.abc import Callable
-from datetime import timedelta, timezone
 
 import pytest
 from conftest import ROOT, Exporter, Simulator, value
-from prometheus_client import CollectorRegistry, generate_latest
-
-from ft_exporter import simulator
-from ft_exporter.client import FineTuneClient
-from ft_exporter.collector import CollectorSettings, FineTuneCollector
-from ft_exporter.poller import Poller
-from ft_exporter.retry import RetryPolicy
-from ft_exporter.secret import Secret
-from ft_exporter.selfmetrics import ExporterMetrics
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from load import run_load
+from soak import run_soak
 
 
+@pytest.mark.serial  # machine-wide load and timing bounds: run alone
 def test_200_concurrent_scrapers_while_sweeps_run(
     simulator: Simulator, exporter_factory: Callable[..., Exporter]
 ) -> None:
@@ -39,7 +28,6 @@ def test_200_concurrent_scrapers_while_sweeps_run(
         env={"DASHSCOPE_API_KEY": simulator.key},
     )
     result = run_load(exp.url + "/metrics", scrapers=200, per_scraper=5)
-    print(f"\nLOAD {result}")
     assert result.scrapes == 1000
     assert result.errors == 0
     # Read the simulator first: sweeps go on, so its count can only be lower than the
@@ -54,6 +42,7 @@ def test_200_concurrent_scrapers_while_sweeps_run(
     assert api_side <= requests
 
 
+@pytest.mark.isolated  # traces its whole process's memory and threads
 def test_soak_hundreds_of_sweeps_do_not_grow_memory_or_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -61,68 +50,18 @@ def test_soak_hundreds_of_sweeps_do_not_grow_memory_or_threads(
     logger = logging.getLogger("ft_exporter")
     monkeypatch.setattr(logger, "propagate", False)
     logger.addHandler(logging.NullHandler())
-    sim = simulator.serve(key="sk-soak", scenario="static")
-    try:
-        registry = CollectorRegistry()
-        metrics = ExporterMetrics(registry, "default")
-        client = FineTuneClient(
-            sim.url,
-            Secret("sk-soak"),
-            page_size=7,
-            tz=timezone(timedelta(hours=8)),
-            observer=metrics,
-            retry=RetryPolicy(max_attempts=2, base_delay=0.001),
-        )
-        poller = Poller(lambda: client.sweep(), 60)
-        registry.register(FineTuneCollector(poller.state, CollectorSettings()))
-        faults = ["throttle", "truncated", "html502", "total_high", "none"]
-
-        def round_of(n: int) -> None:
-            for i in range(n):
-                mode = faults[i % len(faults)]
-                with sim.account._lock:
-                    sim.account.fault = simulator.Fault(mode, count=1 if mode != "none" else None)
-                poller.run_once()
-                generate_latest(registry)
-
-        round_of(50)  # warm up caches, pools and interned strings
-        gc.collect()
-        threads_before = threading.active_count()
-        tracemalloc.start()
-        round_of(100)
-        gc.collect()
-        before, _ = tracemalloc.get_traced_memory()
-        round_of(300)
-        gc.collect()
-        after, _ = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        print(
-            f"\nSOAK 300 sweeps: traced memory {before} -> {after} bytes, "
-            f"threads {threads_before} -> {threading.active_count()}"
-        )
-        assert threading.active_count() == threads_before
-        assert after - before < 64 * 1024
-        # Every request was made and counted: 90 rounds of the five faults, 20 entries at 7
-        # a page. throttle and html502 (one answer each): retried, 1 + 3 requests;
-        # truncated: 1 request, the sweep fails; total_high on page 1 only (later pages say
-        # 20): 3 requests; none: 3 requests. 15 requests a round.
-        text = generate_latest(registry).decode()
-        assert value(text, "dashscope_finetune_api_requests_total", account="default") == 1350
-        errors = {
-            (code, status): value(
-                text,
-                "dashscope_finetune_api_errors_total",
-                account="default",
-                code=code,
-                http_status=status,
-            )
-            for code, status in (
-                ("Throttling", "429"),
-                ("InvalidResponse", "502"),
-                ("InvalidResponse", "200"),
-            )
-        }
-        assert set(errors.values()) == {90}, errors
-        assert sim.account.list_requests == 1350
-    finally:
-        sim.stop()
+    result = run_soak(300)
+    assert result.threads_after == result.threads_before
+    assert result.memory_after - result.memory_before < 64 * 1024
+    # Every request was made and counted: 90 rounds of the five faults (450 sweeps), 20
+    # entries at 7 a page. throttle and html502 (one answer each): retried, 1 + 3
+    # requests; truncated: 1 request, the sweep fails; total_high on page 1 only (later
+    # pages say 20): 3 requests; none: 3 requests. 15 requests a round.
+    assert result.api_requests == 1350
+    assert result.simulator_requests == 1350
+    failed = {key: count for key, count in result.errors.items() if count}
+    assert failed == {
+        ("Throttling", "429"): 90,
+        ("InvalidResponse", "502"): 90,
+        ("InvalidResponse", "200"): 90,
+    }

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from conftest import UTC8
 
 from ft_exporter.model import (
     MAX_LABEL_CHARS,
@@ -19,7 +20,6 @@ from ft_exporter.model import (
     parse_timezone,
 )
 
-UTC8 = timezone(timedelta(hours=8))
 VENDOR_EXAMPLE: dict[str, Any] = {
     "job_id": "ft-202410291653-1c7f",
     "job_name": "ft-202410291653-1c7f",

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from conftest import IN_CI, ROOT, Exporter, Simulator, basic_auth, http_get, wait_for
+from conftest import IN_CI, ROOT, Exporter, Simulator, basic_auth, http_get, run_cli, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_config import run_cli
 
 from ft_exporter import config, logs, webconfig
 from ft_exporter.webconfig import BasicAuth
@@ -291,6 +290,7 @@ def test_demo_variable_starts_demo_mode(
 
 @pytest.mark.parametrize("name", BOOLEAN_VARIABLES)
 @pytest.mark.parametrize("value", ["maybe", "yes please", "1\x1b[2J"])
+@pytest.mark.e2e
 def test_bad_boolean_variable_exits_2_with_one_line(name: str, value: str) -> None:
     result = run_cli(env={name: value, "DASHSCOPE_API_KEY": "sk-bool-test-key"})
     assert result.returncode == 2
@@ -299,6 +299,7 @@ def test_bad_boolean_variable_exits_2_with_one_line(name: str, value: str) -> No
     assert "\x1b" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_empty_demo_variable_is_unset() -> None:
     result = run_cli(env={"FT_EXPORTER_DEMO": "  "})
     assert result.returncode == 2
@@ -360,6 +361,7 @@ def test_default_port_is_not_a_registered_service() -> None:
     assert 1024 <= config.DEFAULT_PORT < 9100 or 10000 <= config.DEFAULT_PORT < 32768
 
 
+@pytest.mark.e2e
 def test_no_file_still_names_the_old_port() -> None:
     files = subprocess.run(
         ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True

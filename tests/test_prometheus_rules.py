@@ -44,6 +44,7 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in load(ALERTS)["groups"] for rule in group["rules"] if "alert" in rule]
 
 
+@pytest.mark.e2e
 def test_promtool_check_rules() -> None:
     promtool = require_tool("promtool")
     result = run([promtool, "check", "rules", str(ALERTS)])
@@ -51,6 +52,7 @@ def test_promtool_check_rules() -> None:
     assert f"SUCCESS: {len(EXPECTED_ALERTS)} rules found" in result.stdout
 
 
+@pytest.mark.e2e
 def test_promtool_unit_tests_pass() -> None:
     promtool = require_tool("promtool")
     result = run([promtool, "test", "rules", ALERT_TESTS.name])
@@ -58,6 +60,7 @@ def test_promtool_unit_tests_pass() -> None:
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.e2e
 def test_promtool_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
     """The unit tests pin the thresholds: moving one (here 80 % to 81 %) makes them fail."""
     promtool = require_tool("promtool")
@@ -126,6 +129,7 @@ def test_every_alert_has_firing_and_quiet_unit_tests() -> None:
     assert load(ALERT_TESTS)["rule_files"] == ["alerts.yml"]
 
 
+@pytest.mark.e2e
 def test_example_prometheus_config_is_valid() -> None:
     promtool = require_tool("promtool")
     # Run on the real file: its rule_files entry is relative to the file's own directory.
@@ -151,6 +155,7 @@ def test_example_prometheus_config_scrapes_the_default_port() -> None:
     assert 'up{job="ft-exporter"}' in down["expr"]
 
 
+@pytest.mark.e2e
 def test_example_alertmanager_config_is_valid() -> None:
     amtool = require_tool("amtool")
     result = run([amtool, "check-config", str(AM_CONFIG)])
@@ -168,6 +173,7 @@ def test_example_alertmanager_config_is_valid() -> None:
         (["alertname=DashScopeFineTuneExporterDown", "severity=warning"], "exporter-operators"),
     ],
 )
+@pytest.mark.e2e
 def test_alertmanager_routes(labels: list[str], receiver: str) -> None:
     amtool = require_tool("amtool")
     result = run(

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta, timezone
 from typing import Any
 
+from conftest import UTC8
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ft_exporter.client import ApiError, Page, classify_response, decode_page
 from ft_exporter.model import JobParseError, parse_job
-
-UTC8 = timezone(timedelta(hours=8))
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),

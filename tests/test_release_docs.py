@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, readme_section
 
 from ft_exporter import __version__
 from ft_exporter.config import DEFAULT_PORT
@@ -36,10 +36,7 @@ def test_changelog_newest_version_is_the_package_version() -> None:
 
 
 def _deploying() -> str:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.search(r"^## Deploying\n(.*?)(?=^## |\Z)", readme, flags=re.MULTILINE | re.DOTALL)
-    assert match, 'README.md has no "## Deploying" section'
-    return match.group(1)
+    return readme_section("## Deploying")
 
 
 def _code(section: str) -> str:

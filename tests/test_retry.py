@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
 from email.utils import formatdate
 from typing import Any
 
 import pytest
 import responses
+from conftest import UTC8, Recorder
 
 from ft_exporter.client import ApiError, FineTuneClient
 from ft_exporter.retry import RetryPolicy, TokenBucket, is_retryable, parse_retry_after
@@ -33,22 +33,14 @@ class FakeTime:
         return False
 
 
-class Codes:
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def observe(self, duration: float, error: ApiError | None) -> None:
-        self.seen.append("ok" if error is None else f"{error.code}/{error.http_status}")
-
-    def reject(self, error: ApiError) -> None:
-        self.seen.append(f"rejected {error.code}")
+Codes = Recorder
 
 
 def client(ft: FakeTime, codes: Codes | None = None, **kw: Any) -> FineTuneClient:
     return FineTuneClient(
         "https://dashscope-intl.aliyuncs.com",
         Secret("sk-k"),
-        tz=timezone(timedelta(hours=8)),
+        tz=UTC8,
         observer=codes,
         monotonic=ft.monotonic,
         wait=ft.wait,

@@ -10,6 +10,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 from certs import Pki, tls_yaml
+from conftest import basic_credentials, readme_section
 
 from ft_exporter import config, webconfig
 from ft_exporter.webconfig import BasicAuth, WebConfigError
@@ -19,8 +20,7 @@ PASSWORD = "correct horse battery staple"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(COST)).decode()
 
 
-def header(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+header = basic_credentials
 
 
 def write(path: Path, text: str) -> Path:
@@ -453,8 +453,7 @@ def test_passwords_longer_than_bcrypt_reads_are_compared_on_its_72_bytes() -> No
 
 
 def test_readme_example_is_a_valid_web_config() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("### Securing the endpoint", 1)[1]
+    section = readme_section("### Securing the endpoint")
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     web = webconfig.parse(example, base_dir="/etc/ft-exporter")
     assert web.tls is not None
