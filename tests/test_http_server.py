@@ -406,33 +406,40 @@ def _flood_exporter(
     )
 
 
+HARD_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
 @pytest.mark.serial  # machine-wide load and timing bounds: run alone
+@pytest.mark.parametrize(
+    ("nofile", "extra", "start_line", "cap"),
+    [
+        pytest.param(None, (), "", 512, id="limits-as-they-are"),
+        pytest.param(
+            (1024, HARD_NOFILE),
+            (),
+            f"raised the open-file limit from 1024 to {HARD_NOFILE}" if HARD_NOFILE > 1024 else "",
+            512,
+            id="soft-limit-1024",
+        ),
+        pytest.param(
+            (1024, 1024),
+            ("--web.max-connections=5000",),
+            "--web.max-connections lowered from 5000 to 896",  # 1024 - 64 reserved - 64 a turn
+            896,
+            id="hard-limit-1024",
+        ),
+    ],
+)
 def test_flood_of_idle_and_trickling_connections(
-    simulator: Simulator, exporter_factory: Callable[..., Exporter]
+    simulator: Simulator,
+    exporter_factory: Callable[..., Exporter],
+    nofile: tuple[int, int] | None,
+    extra: tuple[str, ...],
+    start_line: str,
+    cap: int,
 ) -> None:
-    exp = _flood_exporter(exporter_factory, simulator, None)
-    with open_files(2 * FLOOD + 200):
-        _flood_and_check(exp)
-
-
-@pytest.mark.serial  # machine-wide load and timing bounds: run alone
-def test_flood_with_a_soft_fd_limit_of_1024(
-    simulator: Simulator, exporter_factory: Callable[..., Exporter]
-) -> None:
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    exp = _flood_exporter(exporter_factory, simulator, (1024, hard))
-    if hard != resource.RLIM_INFINITY and hard > 1024:
-        assert f"raised the open-file limit from 1024 to {hard}" in exp.output()
-    with open_files(2 * FLOOD + 200):
-        _flood_and_check(exp)
-
-
-@pytest.mark.serial  # machine-wide load and timing bounds: run alone
-def test_flood_with_a_hard_fd_limit_of_1024_lowers_the_cap(
-    simulator: Simulator, exporter_factory: Callable[..., Exporter]
-) -> None:
-    exp = _flood_exporter(exporter_factory, simulator, (1024, 1024), "--web.max-connections=5000")
-    assert "--web.max-connections lowered from 5000 to 896" in exp.output()
-    assert value(exp.metrics(), "dashscope_finetune_exporter_http_max_connections") == 896
+    exp = _flood_exporter(exporter_factory, simulator, nofile, *extra)
+    assert start_line in exp.output()
+    assert value(exp.metrics(), "dashscope_finetune_exporter_http_max_connections") == cap
     with open_files(2 * FLOOD + 200):
         _flood_and_check(exp)
