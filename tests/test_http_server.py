@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import bcrypt
 import pytest
-from conftest import Exporter, Simulator, value, wait_for
+from conftest import Exporter, Simulator, basic_credentials, value, wait_for
 
 from ft_exporter.http.routes import accepts_gzip, negotiate
 
@@ -443,3 +444,34 @@ def test_flood_of_idle_and_trickling_connections(
     assert value(exp.metrics(), "dashscope_finetune_exporter_http_max_connections") == cap
     with open_files(2 * FLOOD + 200):
         _flood_and_check(exp)
+
+
+def test_a_full_house_of_busy_connections_resumes_accepting_when_one_is_done(
+    simulator: Simulator, exporter_factory: Callable[..., Exporter], tmp_path: Path
+) -> None:
+    """At the cap with every connection busy, accepting pauses; it must resume as soon as
+    one of them is done with its request, not only when one closes (kept alive, that is
+    --web.idle-timeout later)."""
+    slow_hash = bcrypt.hashpw(b"right", bcrypt.gensalt(13)).decode()  # ~0.5 s a check
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prometheus: '{slow_hash}'\n")
+    exp = exporter_factory(
+        [
+            f"--dashscope.base-url={simulator.url}",
+            f"--web.config.file={web}",
+            "--web.health-no-auth",
+            "--web.max-connections=1",
+            "--web.idle-timeout=60s",
+        ],
+        {"DASHSCOPE_API_KEY": simulator.key},
+    )
+    with connect(exp) as busy:
+        # An unknown password: bcrypt runs for it, and the only connection is busy meanwhile.
+        busy.sendall(get("/metrics", f"Authorization: {basic_credentials('prometheus', 'x')}"))
+        time.sleep(0.05)
+        started = time.monotonic()
+        raw = exchange(exp, get("/-/healthy", "Connection: close"), wait=10.0)
+        waited = time.monotonic() - started
+        assert responses(read_all(busy, 2.0)) == [(401, b"Unauthorized\n")]
+    assert responses(raw) == [(200, b"Healthy\n")]
+    assert waited < 10.0, waited

@@ -229,6 +229,8 @@ class ExporterHTTPServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
         self._stopping = False
+        #: After EMFILE and the like: accepting waits out ACCEPT_RETRY_DELAY.
+        self._backing_off = False
         self._thread: threading.Thread | None = None
         self._workers = concurrent.futures.ThreadPoolExecutor(
             self.limits.workers, thread_name_prefix="http-worker"
@@ -240,10 +242,6 @@ class ExporterHTTPServer:
     @property
     def port(self) -> int:
         return int(self._sock.getsockname()[1])
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._conns)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -304,25 +302,33 @@ class ExporterHTTPServer:
 
     def _accept(self) -> None:
         """Accept what is queued, a bounded batch per turn, evicting to stay under the cap."""
-        for _ in range(ACCEPTS_PER_TURN):
-            if len(self._conns) >= self.limits.max_connections and not self._evict():
-                # Every connection is busy with a request: accept again when one ends.
-                self._pause_accepting()
-                return
-            try:
-                sock, address = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._accept_failed(exc)
-                return
-            sock.setblocking(False)
-            peer = str(address[0]) if isinstance(address, tuple) else "unknown"
-            loop = asyncio.get_running_loop()
-            conn = _Conn(sock, peer, loop)
-            self._conns[conn] = None
-            loop.add_reader(sock.fileno(), self._first_bytes, conn)
-        self.metrics.open.set(len(self._conns))
+        try:
+            for _ in range(ACCEPTS_PER_TURN):
+                victim = None
+                if len(self._conns) >= self.limits.max_connections:
+                    victim = self._oldest_evictable()
+                    if victim is None:
+                        # Every connection is busy with a request: accept again once one is
+                        # done with it (waiting for its next request, or closed).
+                        self._pause_accepting()
+                        return
+                try:
+                    sock, address = self._sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    return  # nobody else is waiting: evict nobody
+                except OSError as exc:
+                    self._accept_failed(exc)
+                    return
+                if victim is not None:
+                    self._evict(victim)
+                sock.setblocking(False)
+                peer = str(address[0]) if isinstance(address, tuple) else "unknown"
+                loop = asyncio.get_running_loop()
+                conn = _Conn(sock, peer, loop)
+                self._conns[conn] = None
+                loop.add_reader(sock.fileno(), self._first_bytes, conn)
+        finally:
+            self.metrics.open.set(len(self._conns))
 
     def _first_bytes(self, conn: _Conn) -> None:
         """The client sent something (or hung up): now it gets a transport and a task."""
@@ -362,7 +368,12 @@ class ExporterHTTPServer:
                 ACCEPT_ERROR_LOG_INTERVAL,
             )
         self._pause_accepting()
-        asyncio.get_running_loop().call_later(ACCEPT_RETRY_DELAY, self._resume_accepting)
+        self._backing_off = True
+        asyncio.get_running_loop().call_later(ACCEPT_RETRY_DELAY, self._end_backoff)
+
+    def _end_backoff(self) -> None:
+        self._backing_off = False
+        self._resume_accepting()
 
     def _pause_accepting(self) -> None:
         if self._accepting and self._loop is not None:
@@ -370,20 +381,21 @@ class ExporterHTTPServer:
             self._accepting = False
 
     def _resume_accepting(self) -> None:
-        if not self._accepting and not self._stopping and self._loop is not None:
-            self._loop.add_reader(self._sock.fileno(), self._accept)
-            self._accepting = True
+        """Called whenever a connection frees up; a no-op unless accepting was paused."""
+        if self._accepting or self._stopping or self._backing_off or self._loop is None:
+            return
+        self._loop.add_reader(self._sock.fileno(), self._accept)
+        self._accepting = True
 
-    def _evict(self) -> bool:
-        """Close the oldest connection that is only waiting for a request head."""
-        for conn in self._conns:
-            if conn.evictable:
-                del self._conns[conn]
-                self.metrics.drop("evicted")
-                log.debug("connection limit reached; closing idle connection from %s", conn.peer)
-                conn.abort()
-                return True
-        return False
+    def _oldest_evictable(self) -> _Conn | None:
+        """The oldest connection that is only waiting for a request head, if any."""
+        return next((conn for conn in self._conns if conn.evictable), None)
+
+    def _evict(self, conn: _Conn) -> None:
+        del self._conns[conn]
+        self.metrics.drop("evicted")
+        log.debug("connection limit reached; closing idle connection from %s", conn.peer)
+        conn.abort()
 
     async def _connection(self, conn: _Conn) -> None:
         loop = asyncio.get_running_loop()
@@ -456,6 +468,7 @@ class ExporterHTTPServer:
             if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
                 return  # MUST_CLOSE, or a body we chose not to read
             h.start_next_cycle()
+            self._resume_accepting()  # this connection is evictable again
             served = True
             deadline = loop.time() + limits.idle_timeout
 
