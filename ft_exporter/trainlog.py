@@ -113,7 +113,7 @@ def _numeric_string(text: str) -> float | None:
 def _record(text: str) -> Record | None:
     prefix = _PREFIX.match(text)
     pos = prefix.end() if prefix else 0
-    if text[pos : pos + 1] != "{":
+    if not text.startswith("{", pos):
         return None
     values = _items(text, pos + 1)
     return Record(MappingProxyType(values)) if values else None
@@ -124,7 +124,7 @@ def _items(text: str, pos: int) -> dict[str, float] | None:
     values: dict[str, float] = {}
     seen: set[str] = set()
     pos = _skip(text, pos)
-    while text[pos : pos + 1] != "}":
+    while not text.startswith("}", pos):
         key_match = _STRING.match(text, pos)
         if key_match is None:
             return None
@@ -133,7 +133,7 @@ def _items(text: str, pos: int) -> dict[str, float] | None:
             return None
         seen.add(key)
         pos = _skip(text, key_match.end())
-        if text[pos : pos + 1] != ":":
+        if not text.startswith(":", pos):
             return None
         pos = _skip(text, pos + 1)
         number = _NUMBER.match(text, pos)
@@ -151,11 +151,11 @@ def _items(text: str, pos: int) -> dict[str, float] | None:
                 return None
             values[key] = value
         pos = _skip(text, pos)
-        if text[pos : pos + 1] == ",":
+        if text.startswith(",", pos):
             pos = _skip(text, pos + 1)
-            if text[pos : pos + 1] == "}":
+            if text.startswith("}", pos):
                 return None
-        elif text[pos : pos + 1] != "}":
+        elif not text.startswith("}", pos):
             return None
     return values if pos == len(text) - 1 else None
 
