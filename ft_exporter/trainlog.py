@@ -87,13 +87,14 @@ def planned_epochs(hyper_parameters: object) -> float | None:
     """``n_epochs`` of a job's ``hyper_parameters``, if a positive finite number.
 
     The API gives numbers or numbers as strings; anything else (a bool, a missing key,
-    zero, a negative number, NaN, infinity) is None, so no progress is made up from it.
+    zero, a negative number, NaN, infinity, an int past a billion) is None, so that no
+    progress is made up from it.
     """
     if not isinstance(hyper_parameters, Mapping):
         return None
     raw = hyper_parameters.get("n_epochs")
-    if isinstance(raw, bool):
-        return None
+    if isinstance(raw, bool) or (isinstance(raw, int) and abs(raw) > 10**9):
+        return None  # a bool is no count; float() of a huge int would raise
     if isinstance(raw, int | float):
         value: float | None = float(raw)
     elif isinstance(raw, str):
