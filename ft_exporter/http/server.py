@@ -116,12 +116,18 @@ def connection_cap(wanted: int, fd_limit: int) -> int:
 class HttpMetrics:
     """The server's own gauges and counters (direct instrumentation)."""
 
-    def __init__(self, registry: CollectorRegistry | None, max_connections: int) -> None:
-        self.open = Gauge(
+    def __init__(
+        self,
+        registry: CollectorRegistry | None,
+        max_connections: int,
+        open_connections: Callable[[], int],
+    ) -> None:
+        # Read at scrape time from the server's own table: nothing to keep in step.
+        Gauge(
             "dashscope_finetune_exporter_http_open_connections",
             "HTTP connections open to the exporter.",
             registry=registry,
-        )
+        ).set_function(open_connections)
         limit = Gauge(
             "dashscope_finetune_exporter_http_max_connections",
             "Most HTTP connections the exporter holds at once (--web.max-connections).",
@@ -223,9 +229,9 @@ class ExporterHTTPServer:
         self.auth = BasicAuth(self.web.users) if self.web.users else None
         self.auth_exempt = frozenset(auth_exempt)
         self.limits = limits or Limits()
-        self.metrics = HttpMetrics(registry, self.limits.max_connections)
-        self._sock = _listen(address)
         self._conns: dict[_Conn, None] = {}
+        self.metrics = HttpMetrics(registry, self.limits.max_connections, lambda: len(self._conns))
+        self._sock = _listen(address)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
         self._stopping = False
@@ -286,7 +292,6 @@ class ExporterHTTPServer:
         for conn in list(self._conns):
             conn.abort()
         self._conns.clear()
-        self.metrics.open.set(0)
 
     def server_close(self) -> None:
         self._sock.close()
@@ -302,33 +307,30 @@ class ExporterHTTPServer:
 
     def _accept(self) -> None:
         """Accept what is queued, a bounded batch per turn, evicting to stay under the cap."""
-        try:
-            for _ in range(ACCEPTS_PER_TURN):
-                victim = None
-                if len(self._conns) >= self.limits.max_connections:
-                    victim = self._oldest_evictable()
-                    if victim is None:
-                        # Every connection is busy with a request: accept again once one is
-                        # done with it (waiting for its next request, or closed).
-                        self._pause_accepting()
-                        return
-                try:
-                    sock, address = self._sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    return  # nobody else is waiting: evict nobody
-                except OSError as exc:
-                    self._accept_failed(exc)
+        for _ in range(ACCEPTS_PER_TURN):
+            victim = None
+            if len(self._conns) >= self.limits.max_connections:
+                victim = self._oldest_evictable()
+                if victim is None:
+                    # Every connection is busy with a request: accept again once one is
+                    # done with it (waiting for its next request, or closed).
+                    self._pause_accepting()
                     return
-                if victim is not None:
-                    self._evict(victim)
-                sock.setblocking(False)
-                peer = str(address[0]) if isinstance(address, tuple) else "unknown"
-                loop = asyncio.get_running_loop()
-                conn = _Conn(sock, peer, loop)
-                self._conns[conn] = None
-                loop.add_reader(sock.fileno(), self._first_bytes, conn)
-        finally:
-            self.metrics.open.set(len(self._conns))
+            try:
+                sock, address = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # nobody else is waiting: evict nobody
+            except OSError as exc:
+                self._accept_failed(exc)
+                return
+            if victim is not None:
+                self._evict(victim)
+            sock.setblocking(False)
+            peer = str(address[0]) if isinstance(address, tuple) else "unknown"
+            loop = asyncio.get_running_loop()
+            conn = _Conn(sock, peer, loop)
+            self._conns[conn] = None
+            loop.add_reader(sock.fileno(), self._first_bytes, conn)
 
     def _first_bytes(self, conn: _Conn) -> None:
         """The client sent something (or hung up): now it gets a transport and a task."""
@@ -347,7 +349,6 @@ class ExporterHTTPServer:
             del self._conns[conn]
             self.metrics.drop("header_timeout")
             conn.abort()
-        self.metrics.open.set(len(self._conns))
         if not self._stopping:
             loop.call_later(REAP_INTERVAL, self._reap)
 
@@ -415,7 +416,6 @@ class ExporterHTTPServer:
             conn.abort()  # evicted, or the server is stopping
         finally:
             self._conns.pop(conn, None)
-            self.metrics.open.set(len(self._conns))
             if conn.writer is not None:
                 conn.writer.close()
             else:
