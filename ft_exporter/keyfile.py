@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ft_exporter.poller import FailureLog
+from ft_exporter.logs import FailureLog
 from ft_exporter.secret import Secret
 
 log = logging.getLogger(__name__)

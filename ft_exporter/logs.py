@@ -13,6 +13,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from ft_exporter.secret import MIN_SECRET_LENGTH, REDACTED
@@ -129,3 +130,51 @@ def setup(level: str, fmt: str, secrets: list[str], stream: TextIO = sys.stderr)
     for noisy in ("urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.INFO))
     return redact
+
+
+#: Identical failures are logged once, then again at most this often.
+REPEAT_LOG_INTERVAL = 600.0
+
+
+class FailureLog:
+    """Logs a failure once, then the same failure again at most every REPEAT_LOG_INTERVAL.
+
+    A failure that repeats every few seconds would otherwise flood the log; one that
+    changes is news and is logged at once.
+    """
+
+    def __init__(self, logger: logging.Logger, monotonic: Callable[[], float]) -> None:
+        self._log = logger
+        self._monotonic = monotonic
+        self._last: tuple[str, ...] | None = None
+        self._logged_at = 0.0
+        self._repeats = 0
+
+    def failed(
+        self,
+        key: tuple[str, ...],
+        first: str,
+        repeat: str,
+        message: str,
+        exc: BaseException | None = None,
+    ) -> None:
+        """Log ``first % message`` (with ``exc``'s traceback) for a new failure, else maybe
+        ``repeat % (count, message)``; the traceback is not repeated."""
+        now = self._monotonic()
+        if key != self._last:
+            self._last = key
+            self._repeats = 1
+            self._logged_at = now
+            self._log.error(first, message, exc_info=exc)
+            return
+        self._repeats += 1
+        if now - self._logged_at >= REPEAT_LOG_INTERVAL:
+            self._logged_at = now
+            self._log.error(repeat, self._repeats, message)
+
+    def recovered(self) -> int:
+        """Forget the failure; returns how many times in a row it happened (0: none)."""
+        repeats = self._repeats  # 0 unless a failure is current
+        self._last = None
+        self._repeats = 0
+        return repeats

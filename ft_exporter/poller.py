@@ -13,56 +13,10 @@ import traceback
 from collections.abc import Callable
 
 from ft_exporter.client import ApiError, Cancelled
+from ft_exporter.logs import FailureLog
 from ft_exporter.model import ExporterState, Snapshot
 
 log = logging.getLogger(__name__)
-
-#: Identical failures are logged once, then again at most this often.
-REPEAT_LOG_INTERVAL = 600.0
-
-
-class FailureLog:
-    """Logs a failure once, then the same failure again at most every REPEAT_LOG_INTERVAL.
-
-    A failure that repeats every few seconds would otherwise flood the log; one that
-    changes is news and is logged at once.
-    """
-
-    def __init__(self, logger: logging.Logger, monotonic: Callable[[], float]) -> None:
-        self._log = logger
-        self._monotonic = monotonic
-        self._last: tuple[str, ...] | None = None
-        self._logged_at = 0.0
-        self._repeats = 0
-
-    def failed(
-        self,
-        key: tuple[str, ...],
-        first: str,
-        repeat: str,
-        message: str,
-        exc: BaseException | None = None,
-    ) -> None:
-        """Log ``first % message`` (with ``exc``'s traceback) for a new failure, else maybe
-        ``repeat % (count, message)``; the traceback is not repeated."""
-        now = self._monotonic()
-        if key != self._last:
-            self._last = key
-            self._repeats = 1
-            self._logged_at = now
-            self._log.error(first, message, exc_info=exc)
-            return
-        self._repeats += 1
-        if now - self._logged_at >= REPEAT_LOG_INTERVAL:
-            self._logged_at = now
-            self._log.error(repeat, self._repeats, message)
-
-    def recovered(self) -> int:
-        """Forget the failure; returns how many times in a row it happened (0: none)."""
-        repeats = self._repeats if self._last is not None else 0
-        self._last = None
-        self._repeats = 0
-        return repeats
 
 
 def _crash_key(err: BaseException) -> tuple[str, ...]:

@@ -19,8 +19,9 @@ from leaks import leaked
 
 from ft_exporter import logs
 from ft_exporter.keyfile import MAX_KEY_FILE_BYTES, KeyFile
+from ft_exporter.logs import REPEAT_LOG_INTERVAL
 from ft_exporter.model import Snapshot
-from ft_exporter.poller import REPEAT_LOG_INTERVAL, Poller
+from ft_exporter.poller import Poller
 from ft_exporter.secret import REDACTED, Secret
 
 KEY = "sk-keyfile-SECRET-0123456789abcd"

@@ -23,7 +23,7 @@ from ft_exporter.keyfile import (
     clean_key,
     read_key_file,
 )
-from ft_exporter.poller import REPEAT_LOG_INTERVAL
+from ft_exporter.logs import REPEAT_LOG_INTERVAL
 from ft_exporter.secret import Secret
 
 KEY = "sk-0123456789abcdef"

@@ -17,6 +17,7 @@ from leaks import leaked
 
 from ft_exporter import logs
 from ft_exporter.client import classify_response
+from ft_exporter.logs import REPEAT_LOG_INTERVAL, FailureLog
 from ft_exporter.secret import MIN_SECRET_LENGTH, REDACTED, Secret
 
 KEY = "sk-0123456789abcdef0123456789abcdef"
@@ -261,3 +262,53 @@ def test_setup_replaces_the_handlers_and_picks_the_format(setup: Setup) -> None:
     assert isinstance(handler.formatter, logs.JsonFormatter)
     LOG.debug("hidden at info")
     assert lines() == []
+
+
+# --- FailureLog: a failure once, its repeats rarely, its recovery counted ----------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_failure_log_logs_a_failure_once_then_at_most_every_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="test.failures")
+    clock = _Clock()
+    failures = FailureLog(logging.getLogger("test.failures"), clock)
+    first, repeat = "failed: %s", "still failing (%d times): %s"
+    boom = ValueError("boom")
+    failures.failed(("A",), first, repeat, "a", boom)
+    failures.failed(("A",), first, repeat, "a")
+    clock.now += REPEAT_LOG_INTERVAL - 0.5
+    failures.failed(("A",), first, repeat, "a")
+    clock.now += 0.5
+    failures.failed(("A",), first, repeat, "a")
+    clock.now += REPEAT_LOG_INTERVAL - 0.5  # the interval runs from the repeat just logged
+    failures.failed(("A",), first, repeat, "a")
+    clock.now += 0.5
+    failures.failed(("A",), first, repeat, "a")
+    failures.failed(("B",), first, repeat, "b")
+    assert [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records] == [
+        ("ERROR", "failed: a", True),
+        ("ERROR", "still failing (4 times): a", False),
+        ("ERROR", "still failing (6 times): a", False),
+        ("ERROR", "failed: b", False),
+    ]
+    assert caplog.records[0].exc_info is not None
+    assert caplog.records[0].exc_info[1] is boom
+    assert failures.recovered() == 1  # B, once
+    assert failures.recovered() == 0  # nothing since
+    failures.failed(("B",), first, repeat, "b")  # the same key after a recovery is news
+    assert caplog.records[-1].getMessage() == "failed: b"
+    assert len(caplog.records) == 5
+
+
+def test_failure_log_starts_clean() -> None:
+    failures = FailureLog(logging.getLogger("test.failures"), _Clock())
+    assert failures.recovered() == 0
