@@ -21,6 +21,7 @@ from ft_exporter.client import normalise_base_url
 from ft_exporter.collector import DEFAULT_MAX_AGGREGATE_SERIES, QuotaRule
 from ft_exporter.model import DOCUMENTED_STATUSES, normalise_status, parse_timezone
 from ft_exporter.secret import Secret
+from ft_exporter.tailer import DEFAULT_MAX_JOBS, DEFAULT_MAX_LINES
 
 #: Not in /etc/services (IANA) nor in Prometheus' default port allocations; see the README.
 DEFAULT_PORT = 11550
@@ -29,6 +30,9 @@ API_KEY_ENV = "DASHSCOPE_API_KEY"
 MODELS_ENV = "FT_EXPORTER_DASHSCOPE_MODEL"
 #: Far above any real need; a typo of extra zeros is refused rather than obeyed.
 MAX_CONNECTIONS = 100_000
+#: Upper bounds of the --logs.* flags: 11 series and one request per sweep per job.
+MAX_LOG_JOBS = 1000
+MAX_LOG_LINES = 100_000
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_FORMATS = ("logfmt", "json")
 
@@ -119,6 +123,8 @@ class Config:
     quota: QuotaRule = field(default_factory=QuotaRule)
     max_job_series: int = 100
     max_aggregate_series: int = DEFAULT_MAX_AGGREGATE_SERIES
+    log_max_jobs: int = DEFAULT_MAX_JOBS
+    log_max_lines: int = DEFAULT_MAX_LINES
     log_level: str = "info"
     log_format: str = "logfmt"
     demo: bool = False
@@ -326,6 +332,22 @@ _FLAGS: tuple[_Flag, ...] = (
         str(DEFAULT_MAX_AGGREGATE_SERIES),
         int,
     ),
+    _Flag(
+        "logs.max-jobs",
+        "FT_EXPORTER_LOGS_MAX_JOBS",
+        "most RUNNING jobs whose training log is read after each sweep (one request each "
+        "per sweep); 0 turns training metrics off",
+        str(DEFAULT_MAX_JOBS),
+        int,
+    ),
+    _Flag(
+        "logs.max-lines-per-sweep",
+        "FT_EXPORTER_LOGS_MAX_LINES_PER_SWEEP",
+        "most log lines read per job per sweep (1000 per request); a log further behind is "
+        "read from its newest lines",
+        str(DEFAULT_MAX_LINES),
+        int,
+    ),
     _Flag("log.level", "FT_EXPORTER_LOG_LEVEL", "one of " + ", ".join(LOG_LEVELS), "info"),
     _Flag("log.format", "FT_EXPORTER_LOG_FORMAT", "one of " + ", ".join(LOG_FORMATS), "logfmt"),
 )
@@ -509,6 +531,15 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             f"--jobs.max-aggregate-series must be at least {len(DOCUMENTED_STATUSES)} "
             f"(one model's documented statuses), got {args.jobs_max_aggregate_series}"
         )
+    if not 0 <= args.logs_max_jobs <= MAX_LOG_JOBS:
+        raise ConfigError(
+            f"--logs.max-jobs must be between 0 and {MAX_LOG_JOBS}, got {args.logs_max_jobs}"
+        )
+    if not 1 <= args.logs_max_lines_per_sweep <= MAX_LOG_LINES:
+        raise ConfigError(
+            f"--logs.max-lines-per-sweep must be between 1 and {MAX_LOG_LINES}, "
+            f"got {args.logs_max_lines_per_sweep}"
+        )
     if args.log_level not in LOG_LEVELS:
         raise ConfigError(f"--log.level must be one of {', '.join(LOG_LEVELS)}")
     if args.log_format not in LOG_FORMATS:
@@ -556,6 +587,8 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         quota=args.quota_statuses,
         max_job_series=args.jobs_max_series,
         max_aggregate_series=args.jobs_max_aggregate_series,
+        log_max_jobs=args.logs_max_jobs,
+        log_max_lines=args.logs_max_lines_per_sweep,
         log_level=args.log_level,
         log_format=args.log_format,
         demo=args.demo,

@@ -225,7 +225,7 @@ def test_describe_names_every_family() -> None:
     collector = FineTuneCollector(ExporterState, CollectorSettings())
     names = {m.name for m in collector.describe()}
     assert "dashscope_finetune_jobs" in names and "dashscope_finetune_up" in names
-    assert len(names) == 13
+    assert len(names) == 24  # 13 from the job list and status, 11 from training logs
 
 
 # --- Exact values for what scripts/mutation.sh found unpinned ----------------------------
@@ -256,6 +256,35 @@ HELP = {
         "Unix time the job ended (only for ended jobs)."
     ),
     "dashscope_finetune_job_usage_tokens": "Tokens consumed by the job.",
+    "dashscope_finetune_job_train_loss": (
+        "Latest training loss in the job's log (train_loss once the run has ended); NaN or "
+        "infinite when the run diverged."
+    ),
+    "dashscope_finetune_job_eval_loss": "Latest evaluation loss in the job's log.",
+    "dashscope_finetune_job_eval_loss_min": (
+        "Lowest finite evaluation loss in the job's log so far."
+    ),
+    "dashscope_finetune_job_learning_rate": "Latest learning rate in the job's log.",
+    "dashscope_finetune_job_epoch": "Highest epoch the job's log has reached (fractional).",
+    "dashscope_finetune_job_epochs": (
+        "Epochs the job plans to run (n_epochs of its hyper_parameters)."
+    ),
+    "dashscope_finetune_job_progress_ratio": "Epoch reached over epochs planned, 0 to 1.",
+    "dashscope_finetune_job_estimated_end_timestamp_seconds": (
+        "Unix time a running job ends if it keeps its pace since it started running (or since "
+        "it was created)."
+    ),
+    "dashscope_finetune_job_log_lines": (
+        "Lines the job's training log holds (its total, as last read)."
+    ),
+    "dashscope_finetune_job_log_last_growth_timestamp_seconds": (
+        "Unix time the exporter last saw the job's log grow (at first sight: its newest "
+        "timestamped line)."
+    ),
+    "dashscope_finetune_job_log_unparsed_lines": (
+        "Lines of the job's log read by the exporter that held no record of values (free "
+        "text, too long, malformed)."
+    ),
     "dashscope_finetune_quota_limit_jobs": (
         "The account's limit of running-or-succeeded jobs (from --quota.limit)."
     ),
