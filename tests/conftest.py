@@ -214,6 +214,7 @@ def api_errors(exp: Exporter, code: str, http_status: str) -> float:
         exp.metrics(),
         "dashscope_finetune_api_errors_total",
         account="default",
+        endpoint="list",
         code=code,
         http_status=http_status,
     )
