@@ -402,7 +402,8 @@ def test_nan_and_inf_losses_are_kept_and_the_minimum_ignores_them() -> None:
     api = FakeAPI()
     api.job("ft-div")
     api.logs["ft-div"] += [
-        "{'eval_loss': 0.8, 'epoch': 1.0}",
+        "{'eval_loss': nan, 'epoch': 1.0}",  # never the minimum, even as the first
+        "{'eval_loss': 0.8, 'epoch': 1.5}",
         "{'eval_loss': nan, 'epoch': 2.0}",
         "{'loss': inf, 'learning_rate': 1e-4, 'epoch': nan}",
     ]
