@@ -47,6 +47,14 @@ class ConfigError(ValueError):
     """Configuration that cannot work; reported as one line, exit code 2."""
 
 
+def parse_count(text: str) -> int:
+    """A whole number in decimal digits (int() alone would say 'invalid literal ... base 10')."""
+    value = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,9}", value):
+        raise ValueError(f"not a whole number: {text!r}")
+    return int(value)
+
+
 def parse_duration(text: str) -> float:
     """Prometheus-style durations (``90s``, ``1m30s``, ``15m``) or plain seconds."""
     value = text.strip()
@@ -193,7 +201,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "most HTTP connections held at once; past it the oldest connection still waiting "
         "for a request is closed (lowered to fit the open-file limit)",
         "512",
-        int,
+        parse_count,
     ),
     _Flag(
         "web.read-header-timeout",
@@ -239,7 +247,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "FT_EXPORTER_DASHSCOPE_PAGE_SIZE",
         "jobs per API page, 1..100",
         "100",
-        int,
+        parse_count,
     ),
     _Flag(
         "dashscope.timeout",
@@ -260,7 +268,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "FT_EXPORTER_DASHSCOPE_MAX_ATTEMPTS",
         "attempts per request on 429, 5xx, timeouts and connection errors (1 = no retry)",
         "4",
-        int,
+        parse_count,
     ),
     _Flag(
         "dashscope.ca-file",
@@ -307,7 +315,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "FT_EXPORTER_QUOTA_LIMIT",
         "the account's limit of running-or-succeeded jobs",
         "20",
-        int,
+        parse_count,
     ),
     _Flag(
         "quota.statuses",
@@ -322,7 +330,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "FT_EXPORTER_JOBS_MAX_SERIES",
         "most jobs given per-job series (active first, then most recently ended)",
         "100",
-        int,
+        parse_count,
     ),
     _Flag(
         "jobs.max-aggregate-series",
@@ -330,7 +338,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "most series of dashscope_finetune_jobs (and of usage_tokens), at least 7; "
         "groups with active jobs, then with more jobs, are kept first",
         str(DEFAULT_MAX_AGGREGATE_SERIES),
-        int,
+        parse_count,
     ),
     _Flag(
         "logs.max-jobs",
@@ -338,7 +346,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "most RUNNING jobs whose training log is read after each sweep (one request each "
         "per sweep); 0 turns training metrics off",
         str(DEFAULT_MAX_JOBS),
-        int,
+        parse_count,
     ),
     _Flag(
         "logs.max-lines-per-sweep",
@@ -346,7 +354,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "most log lines read per job per sweep (1000 per request); a log further behind is "
         "read from its newest lines",
         str(DEFAULT_MAX_LINES),
-        int,
+        parse_count,
     ),
     _Flag("log.level", "FT_EXPORTER_LOG_LEVEL", "one of " + ", ".join(LOG_LEVELS), "info"),
     _Flag("log.format", "FT_EXPORTER_LOG_FORMAT", "one of " + ", ".join(LOG_FORMATS), "logfmt"),
