@@ -148,7 +148,7 @@ def test_request_counters_by_endpoint_equal_the_simulators_counts_and_the_budget
         """Counters read between two sweeps: the same before and after the scrape."""
         while True:
             count = sweeps()
-            wait_for(lambda: sweeps() > count, what="a sweep")
+            wait_for(lambda c=count: sweeps() > c, what="a sweep")
             first = sim.stats()
             text = exp.metrics()
             if sim.stats() == first:
