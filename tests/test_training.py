@@ -144,11 +144,14 @@ def test_request_counters_by_endpoint_equal_the_simulators_counts_and_the_budget
     def sweeps() -> float:
         return value(exp.metrics(), "dashscope_finetune_sweeps_total", account="default") or 0
 
+    def wait_for_sweep() -> None:
+        count = sweeps()
+        wait_for(lambda: sweeps() > count, what="a sweep")
+
     def settled() -> tuple[float, dict[str, Any], str]:
         """Counters read between two sweeps: the same before and after the scrape."""
         while True:
-            count = sweeps()
-            wait_for(lambda c=count: sweeps() > c, what="a sweep")
+            wait_for_sweep()
             first = sim.stats()
             text = exp.metrics()
             if sim.stats() == first:
