@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ft_exporter.trainlog import planned_epochs
@@ -95,6 +95,14 @@ DEFAULT_HYPER_PARAMETERS: dict[str, Any] = {
 }
 
 
+class LogLine(NamedTuple):
+    """One line of a job's log and the time it appears; a record line keeps its values."""
+
+    at: float
+    text: str
+    record: dict[str, float] | None = None
+
+
 @dataclass
 class SimJob:
     """A job whose status follows a timeline, or stays fixed when ``fixed`` is set.
@@ -124,8 +132,8 @@ class SimJob:
     #: The log stops at this time (a timestamped line is its last), while the job runs on.
     stall_at: float | None = None
     #: Lines appended through the control API, with the time each was appended.
-    appended: list[tuple[float, str]] = field(default_factory=list, repr=False)
-    _timeline: list[tuple[float, str]] | None = field(default=None, init=False, repr=False)
+    appended: list[LogLine] = field(default_factory=list, repr=False)
+    _timeline: list[LogLine] | None = field(default=None, init=False, repr=False)
 
     @property
     def run_start(self) -> float:
@@ -156,15 +164,15 @@ class SimJob:
     def log_at(self, now: float, tz: tzinfo) -> list[str]:
         """The job's log as the API serves it at ``now``: it only ever grows."""
         if self.fixed is not None:
-            written: list[tuple[float, str]] = []
+            written: list[LogLine] = []
         else:
             if self._timeline is None:
                 self._timeline = training_log(self, tz)
-            cut = bisect_right(self._timeline, now, key=lambda entry: entry[0])
+            cut = bisect_right(self._timeline, now, key=lambda line: line.at)
             written = self._timeline[:cut]
         # A line appended at T comes after every timeline line up to T and before the rest.
-        merged = heapq.merge(written, self.appended, key=lambda entry: entry[0])
-        return [text for _, text in merged]
+        merged = heapq.merge(written, self.appended, key=lambda line: line.at)
+        return [line.text for line in merged]
 
     def to_api(self, now: float, tz: tzinfo) -> dict[str, Any]:
         if self.fixed is not None:
@@ -241,7 +249,7 @@ def _positive_number(raw: object) -> float | None:
     return value if math.isfinite(value) and value > 0 else None
 
 
-def training_log(job: SimJob, tz: tzinfo) -> list[tuple[float, str]]:
+def training_log(job: SimJob, tz: tzinfo) -> list[LogLine]:
     """Every line the job's run writes, each with the time it appears, in order.
 
     Nothing before the job runs; a few free-text start lines; a loss record every
@@ -256,12 +264,17 @@ def training_log(job: SimJob, tz: tzinfo) -> list[tuple[float, str]]:
     n_epochs = max(1, round(planned_epochs(hyper) or 3))
     rate = _positive_number(hyper.get("learning_rate")) or 1.6e-5
     rng = random.Random(job.job_id)
-    lines: list[tuple[float, str]] = []
+    lines: list[LogLine] = []
 
     def write(at: float, text: str, stamped: bool = False, stamp_at: float | None = None) -> None:
-        at = max(at, lines[-1][0]) if lines else at
+        at = max(at, lines[-1].at) if lines else at
         stamp = _stamp(at if stamp_at is None else stamp_at, tz)
-        lines.append((at, stamp + text if stamped else text))
+        lines.append(LogLine(at, stamp + text if stamped else text))
+
+    def write_record(at: float, record: dict[str, float]) -> None:
+        """A record as the Trainer writes it: the dict's repr (``nan``, ``inf`` bare)."""
+        at = max(at, lines[-1].at) if lines else at
+        lines.append(LogLine(at, repr(record), record))
 
     startup = min(5.0, job.run_s * 0.05)
     tail = min(2.0, job.run_s * 0.01)
@@ -295,27 +308,25 @@ def training_log(job: SimJob, tz: tzinfo) -> list[tuple[float, str]]:
         losses.append(loss)
         learning_rate = rate * (1 - (i - 1) / records)
         record = {"loss": loss, "grad_norm": grad, "learning_rate": learning_rate}
-        write(at, repr({**record, "epoch": round(epoch, 4)}))
+        write_record(at, {**record, "epoch": round(epoch, 4)})
         if i % per_epoch == 0:
             k = i // per_epoch
             eval_loss = math.nan if diverged else evals[k - 1]
             runtime = round(rng.uniform(2.5, 4.5), 4)
-            write(
+            write_record(
                 at + 0.1,
-                repr(
-                    {
-                        "eval_loss": eval_loss,
-                        "eval_runtime": runtime,
-                        "eval_samples_per_second": round(samples * 0.1 / runtime, 3),
-                        "epoch": float(k),
-                    }
-                ),
+                {
+                    "eval_loss": eval_loss,
+                    "eval_runtime": runtime,
+                    "eval_samples_per_second": round(samples * 0.1 / runtime, 3),
+                    "epoch": float(k),
+                },
             )
             checkpoint = i * STEPS_PER_RECORD
             write(at + 0.2, f"INFO - saving checkpoint-{checkpoint}", stamped=True)
             write(at + 0.3, " Uploaded checkpoint!")
     if job.stall_at is not None:
-        lines = [line for line in lines if line[0] < job.stall_at]
+        lines = [line for line in lines if line.at < job.stall_at]
         write(job.stall_at, f"INFO - saving checkpoint-{len(lines) * STEPS_PER_RECORD}", True)
         return lines
     end = job.end
@@ -329,7 +340,7 @@ def training_log(job: SimJob, tz: tzinfo) -> list[tuple[float, str]]:
             "train_loss": sum(losses) / len(losses),
             "epoch": float(n_epochs),
         }
-        write(end, repr(summary))
+        write_record(end, summary)
         write(end, f" Actual number of consumed tokens is {usage}!")
         write(end, f" use checkpoint-{checkpoint} as final checkpoint")
         write(end, " Fine-tune succeeded!")
@@ -725,7 +736,7 @@ class SimulatedAccount:
             job = self._job(job_id)
             if job is None:
                 return None
-            job.appended.extend((now, line) for line in lines)
+            job.appended.extend(LogLine(now, line) for line in lines)
             return len(job.log_at(now, self.tz))
 
     def take_fault(self, endpoint: str) -> Fault:
