@@ -231,10 +231,7 @@ def eval_losses(n_epochs: int, overfit_after: int | None, rng: random.Random) ->
         else:
             lowest = losses[falls_until - 1]
             value = lowest * (1 + 0.3 * (1 - math.exp(-(k - falls_until) / 3.0)))
-        value = round(value, 4)
-        if k <= falls_until and losses and value >= losses[-1]:
-            value = round(losses[-1] - 0.0001, 4)
-        losses.append(value)
+        losses.append(round(value, 4))
     return losses
 
 

@@ -130,6 +130,12 @@ def test_a_healthy_run_falls_and_decays_over_its_epochs() -> None:
     lines = demo_job().log_at(T0 + 240, UTC8)
     steps = [r for r in records(lines) if "loss" in r]
     assert len(steps) == 57
+    number = r"[0-9]+\.[0-9]+(?:e-[0-9]+)?"
+    trainer = re.compile(  # the Trainer's own shape: a dict repr, bare numbers
+        rf"\{{'loss': {number}, 'grad_norm': {number}, 'learning_rate': {number}, "
+        rf"'epoch': {number}\}}"
+    )
+    assert sum(1 for line in lines if trainer.fullmatch(line)) == 57
     epochs = [r["epoch"] for r in steps]
     assert epochs == sorted(epochs) and 0 < epochs[0] < 0.1 and epochs[-1] == 3.0
     rates = [r["learning_rate"] for r in steps]
