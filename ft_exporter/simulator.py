@@ -939,7 +939,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, {"request_id": f"sim-{account.requests:08d}", "output": output})
 
     def _logs(self, job_id: str, query: dict[str, list[str]]) -> None:
-        """The job log endpoint, as the facts sheet documents it."""
+        """The job log endpoint, as the facts sheet documents it.
+
+        A fault for ``logs`` or ``all`` hits it like the list; of the list's own faults,
+        ``jobs_null`` makes ``logs`` null, ``total_high``/``total_low`` misreport ``total``
+        and ``endless`` does nothing here.
+        """
         account = self.server.account
         fault = account.take_fault("logs")
         if not self._admitted(fault):

@@ -386,6 +386,10 @@ def test_a_fault_hits_only_the_endpoint_it_names(simulator: Simulator) -> None:
         {"error": "unknown endpoint 'bogus'", "endpoints": ["list", "logs", "all"]},
     )
     assert simulator.stats()["fault"] == "none"
+    simulator.fault("total_high", endpoint="logs", count=1)
+    assert get_logs(simulator, "ft-s01")[1]["output"] == {"total": 50, "logs": []}
+    simulator.fault("jobs_null", endpoint="logs", count=1)
+    assert get_logs(simulator, "ft-s01")[1]["output"] == {"total": 0, "logs": None}
     simulator.fault("bad_key", endpoint="logs")
     assert get_logs(simulator, "ft-nope")[1]["code"] == "InvalidApiKey"
     assert get_list(simulator)[0] == 200
