@@ -155,6 +155,7 @@ class SimJob:
         return self.outcome, self.end
 
     def hyper_parameters(self) -> dict[str, Any]:
+        """As listed: the log's epochs and learning rate follow them."""
         source = self.fixed if self.fixed is not None else self.extra
         given = source.get("hyper_parameters")
         if isinstance(given, dict):
@@ -324,7 +325,8 @@ def training_log(job: SimJob, tz: tzinfo) -> list[LogLine]:
             write(at + 0.3, " Uploaded checkpoint!")
     if job.stall_at is not None:
         lines = [line for line in lines if line.at < job.stall_at]
-        write(job.stall_at, f"INFO - saving checkpoint-{len(lines) * STEPS_PER_RECORD}", True)
+        steps = sum(1 for line in lines if line.record and "loss" in line.record)
+        write(job.stall_at, f"INFO - saving checkpoint-{steps * STEPS_PER_RECORD}", True)
         return lines
     end = job.end
     if job.outcome == "SUCCEEDED":
