@@ -139,10 +139,16 @@ def test_request_counters_by_endpoint_equal_the_simulators_counts_and_the_budget
     add_jobs(sim, *jobs)
     for job in jobs:
         add_lines(sim, job["job_id"], ["{'loss': 1.0, 'epoch': 0.1}"])
-    exp = start(exporter_factory, sim, interval="2s")
+    # 21 requests a sweep take 10 s at the default 2 a second: faster, so sweeps leave
+    # quiet gaps in which both sides' counters can be read.
+    exp = start(exporter_factory, sim, "--dashscope.max-requests-per-second=50", interval="2s")
 
     def sweeps() -> float:
         return value(exp.metrics(), "dashscope_finetune_sweeps_total", account="default") or 0
+
+    def counts(stats: dict[str, Any]) -> tuple[int, int, int]:
+        # Not "connections": each of these reads is a connection of its own.
+        return stats["requests"], stats["list_requests"], stats["log_requests"]
 
     def wait_for_sweep() -> None:
         count = sweeps()
@@ -154,7 +160,7 @@ def test_request_counters_by_endpoint_equal_the_simulators_counts_and_the_budget
             wait_for_sweep()
             first = sim.stats()
             text = exp.metrics()
-            if sim.stats() == first:
+            if counts(sim.stats()) == counts(first):
                 return sweeps(), first, text
 
     count, stats, text = settled()
