@@ -269,6 +269,38 @@ def test_example_alertmanager_config_is_valid() -> None:
     assert "SUCCESS" in result.stdout
 
 
+def am_matchers() -> list[str]:
+    """Every matcher in the Alertmanager example's routes and inhibit rules."""
+    config = load(AM_CONFIG)
+    found: list[str] = []
+    routes = list(config["route"].get("routes", []))
+    while routes:
+        route = routes.pop()
+        found += route.get("matchers", [])
+        routes += route.get("routes", [])
+    for rule in config["inhibit_rules"]:
+        found += rule["source_matchers"] + rule["target_matchers"]
+    return found
+
+
+def test_alertmanager_example_names_only_real_alerts_and_severities() -> None:
+    """A misspelt alert name in a route or inhibit rule matches nothing, silently."""
+    checked = 0
+    for matcher in am_matchers():
+        match = re.fullmatch(r'(\w+) (=~|=) "([^"]*)"', matcher)
+        assert match, matcher
+        label, op, value = match.groups()
+        if label == "alertname":
+            # "Prefix(A|B)" or a plain name: each alternative is one alert.
+            group = re.fullmatch(r"(\w+)\(([\w|]+)\)", value) if op == "=~" else None
+            names = [group[1] + alt for alt in group[2].split("|")] if group else [value]
+            assert set(names) <= set(EXPECTED_ALERTS), matcher
+        elif label == "severity":
+            assert value in set(EXPECTED_ALERTS.values()), matcher
+        checked += 1
+    assert checked >= 10
+
+
 @pytest.mark.parametrize(
     ("labels", "receiver"),
     [
