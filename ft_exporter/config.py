@@ -28,6 +28,9 @@ DEFAULT_PORT = 11550
 DEFAULT_BASE_URL = "https://dashscope-intl.aliyuncs.com"
 API_KEY_ENV = "DASHSCOPE_API_KEY"
 MODELS_ENV = "FT_EXPORTER_DASHSCOPE_MODEL"
+POLL_INTERVAL_ENV = "FT_EXPORTER_POLL_INTERVAL"
+#: --poll.interval under --demo when none is given: the demo's jobs run for three minutes.
+DEMO_POLL_INTERVAL = 10.0
 #: Far above any real need; a typo of extra zeros is refused rather than obeyed.
 MAX_CONNECTIONS = 100_000
 #: Upper bounds of the --logs.* flags: 11 series and one request per sweep per job.
@@ -291,8 +294,8 @@ _FLAGS: tuple[_Flag, ...] = (
     ),
     _Flag(
         "poll.interval",
-        "FT_EXPORTER_POLL_INTERVAL",
-        "time between sweeps of the API (at least 1s)",
+        POLL_INTERVAL_ENV,
+        "time between sweeps of the API (at least 1s; 10s by default with --demo)",
         "60s",
         parse_duration,
     ),
@@ -494,7 +497,8 @@ def _read_key(path: str, environ: Mapping[str, str]) -> str:
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Parse and validate. argparse errors exit 2 themselves; the rest raise ConfigError."""
     environ = os.environ if env is None else env
-    args = build_parser(environ).parse_args(sys.argv[1:] if argv is None else argv)
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(environ).parse_args(argv_list)
     for switch in _SWITCHES:
         # The flag turns it on; otherwise the variable decides, and it must make sense.
         from_env = parse_env_bool(switch.env, environ.get(switch.env))
@@ -589,7 +593,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         sweep_timeout=args.poll_sweep_timeout,
         timezone=args.dashscope_timezone,
         account=args.dashscope_account.strip(),
-        poll_interval=args.poll_interval,
+        poll_interval=_poll_interval(args, argv_list, environ),
         max_staleness=args.poll_max_staleness,
         quota_limit=args.quota_limit,
         quota=args.quota_statuses,
@@ -607,6 +611,12 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         read_header_timeout=args.web_read_header_timeout,
         idle_timeout=args.web_idle_timeout,
     )
+
+
+def _poll_interval(args: argparse.Namespace, argv: list[str], environ: Mapping[str, str]) -> float:
+    """The demo's jobs run for minutes: unless told otherwise, sweep often enough to see them."""
+    given = POLL_INTERVAL_ENV in environ or any(a.startswith("--poll.interval") for a in argv)
+    return DEMO_POLL_INTERVAL if args.demo and not given else float(args.poll_interval)
 
 
 def _quota_statuses(rule: QuotaRule) -> list[str]:

@@ -235,3 +235,10 @@ def test_readme_documents_every_flag() -> None:
     helptext = run_cli("--help").stdout
     offered = set(re.findall(r"^\s+(--[a-z][a-z.-]+)", helptext, re.MULTILINE))
     assert documented == offered - {"--help", "--version"}
+
+
+def test_demo_sweeps_every_10s_unless_told_otherwise() -> None:
+    assert config.load(["--demo"], {}).poll_interval == 10.0
+    assert config.load(["--demo", "--poll.interval=30s"], {}).poll_interval == 30.0
+    assert config.load(["--demo"], {"FT_EXPORTER_POLL_INTERVAL": "2m"}).poll_interval == 120.0
+    assert config.load([], {"DASHSCOPE_API_KEY": KEY}).poll_interval == 60.0
