@@ -21,10 +21,12 @@ from ft_exporter.client import FineTuneClient
 from ft_exporter.collector import CollectorSettings, FineTuneCollector
 from ft_exporter.http.server import ExporterHTTPServer, Limits, connection_cap, raise_fd_limit
 from ft_exporter.keyfile import KeyFile
+from ft_exporter.model import Snapshot
 from ft_exporter.poller import Poller
 from ft_exporter.retry import RetryPolicy
 from ft_exporter.secret import KeySource, Secret
 from ft_exporter.selfmetrics import ExporterMetrics
+from ft_exporter.tailer import LogTailer
 
 log = logging.getLogger("ft_exporter")
 
@@ -93,9 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ok:
             metrics.sweep_failures.labels(cfg.account).inc()
 
-    poller = Poller(
-        lambda: client.sweep(cfg.models), cfg.poll_interval, on_sweep=on_sweep, stop=stop
+    tailer = LogTailer(
+        client, tz=cfg.timezone, max_jobs=cfg.log_max_jobs, max_lines=cfg.log_max_lines
     )
+
+    def sweep() -> Snapshot:
+        # The logs are read inside the list's sweep window: one deadline bounds both.
+        with client.sweep_window():
+            return tailer.follow(client.sweep(cfg.models))
+
+    poller = Poller(sweep, cfg.poll_interval, on_sweep=on_sweep, stop=stop)
     settings = CollectorSettings(
         account=cfg.account,
         quota_limit=cfg.quota_limit,

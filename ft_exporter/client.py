@@ -1,4 +1,4 @@
-"""HTTP client for the Model Studio fine-tune *list* API.
+"""HTTP client for the Model Studio fine-tune API: the job list and each job's training log.
 
 Knows HTTP and the API's shapes, nothing of Prometheus: every request is
 reported to an optional observer, which the exporter wires to its counters.
@@ -13,11 +13,11 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import tzinfo
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = f"ft-exporter/{__version__} (+Prometheus exporter; python-requests)"
 API_PATH = "/api/v1/fine-tunes"
+#: The ``endpoint`` label of the exporter's request counters.
+LIST = "list"
+LOGS = "logs"
+ENDPOINTS = (LIST, LOGS)
+#: Most lines one log request may ask for (the API's documented maximum of ``line``).
+MAX_LOG_LINES_PER_REQUEST = 1000
 
 #: Codes the vendor documents for this API, with the HTTP status that carries them.
 DOCUMENTED_ERRORS: tuple[tuple[str, str], ...] = (
@@ -57,6 +63,7 @@ HARD_PAGE_CAP = 1000
 #: Consecutive pages without a new job_id after which a list is deemed to repeat.
 MAX_STALE_PAGES = 3
 _MAX_CODE_LENGTH = 64
+_T = TypeVar("_T")
 
 
 class ApiError(Exception):
@@ -85,8 +92,8 @@ class Cancelled(Exception):
 class RequestObserver(Protocol):
     """Told about every HTTP request the client makes, successful or not."""
 
-    def observe(self, duration: float, error: ApiError | None) -> None:
-        """One HTTP request ended, with ``error`` when it failed."""
+    def observe(self, endpoint: str, duration: float, error: ApiError | None) -> None:
+        """One HTTP request to ``endpoint`` (LIST or LOGS) ended, with ``error`` when it failed."""
 
     def reject(self, error: ApiError) -> None:
         """Every request succeeded, but the listing they make up was rejected as a whole."""
@@ -99,6 +106,23 @@ class Page:
     jobs: list[Any]
     total: int | None
     request_id: str
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """One decoded answer of the log endpoint: some lines, and how many the log holds."""
+
+    total: int
+    lines: list[str]
+    request_id: str
+
+
+def log_path(job_id: str) -> str:
+    """The path of a job's log, the id quoted whole (a ``/`` in it stays part of the id)."""
+    if job_id in ("", ".", ".."):
+        # Dot segments are removed from URLs before they are sent: another path entirely.
+        raise ValueError(f"job id {job_id!r} cannot be put in a URL path")
+    return f"{API_PATH}/{quote(job_id, safe='')}/logs"
 
 
 def normalise_base_url(url: str) -> str:
@@ -183,11 +207,10 @@ def classify_response(status: int, body: bytes, key: Secret | None = None) -> Ap
     return ApiError(INVALID_RESPONSE, f"HTTP {status} with {snippet}", http_status)
 
 
-def decode_page(body: bytes, http_status: int = 200, key: Secret | None = None) -> Page:
-    """Decode a 2xx body into a Page; anything of the wrong shape is InvalidResponse.
-
-    ``key`` is the key the request carried; no trace of it is kept in the request id.
-    """
+def _decode_output(
+    body: bytes, http_status: int, key: Secret | None
+) -> tuple[Mapping[str, Any], str]:
+    """The ``output`` object of a 2xx body and its request id; InvalidResponse otherwise."""
     status = str(http_status)
     try:
         payload = json.loads(body.decode("utf-8"))
@@ -202,16 +225,47 @@ def decode_page(body: bytes, http_status: int = 200, key: Secret | None = None) 
     output = payload.get("output")
     if not isinstance(output, Mapping):
         raise ApiError(INVALID_RESPONSE, "body has no 'output' object", status, rid)
+    return output, rid
+
+
+def _count(raw: object) -> int | None:
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else None
+
+
+def decode_page(body: bytes, http_status: int = 200, key: Secret | None = None) -> Page:
+    """Decode a 2xx body into a Page; anything of the wrong shape is InvalidResponse.
+
+    ``key`` is the key the request carried; no trace of it is kept in the request id.
+    """
+    status = str(http_status)
+    output, rid = _decode_output(body, http_status, key)
     jobs = output.get("jobs")
     if not isinstance(jobs, list):
         raise ApiError(INVALID_RESPONSE, "'output.jobs' is not a list", status, rid)
     total_raw = output.get("total")
-    total: int | None = None
-    if isinstance(total_raw, int) and not isinstance(total_raw, bool) and total_raw >= 0:
-        total = total_raw
-    elif total_raw is not None:
+    total = _count(total_raw)
+    if total is None and total_raw is not None:
         raise ApiError(INVALID_RESPONSE, "'output.total' is not a count", status, rid)
     return Page(jobs=jobs, total=total, request_id=rid)
+
+
+def decode_log_page(body: bytes, http_status: int = 200, key: Secret | None = None) -> LogPage:
+    """Decode a 2xx answer of the log endpoint; a missing total or lines is InvalidResponse.
+
+    A line that is not a string (the format is undocumented) becomes an empty line, so
+    it is still counted and the lines after it keep their offsets.
+    """
+    status = str(http_status)
+    output, rid = _decode_output(body, http_status, key)
+    total = _count(output.get("total"))
+    if total is None:
+        raise ApiError(INVALID_RESPONSE, "'output.total' is not a count", status, rid)
+    lines = output.get("logs")
+    if lines is None:
+        lines = []  # no lines: what an offset past the end may look like
+    if not isinstance(lines, list):
+        raise ApiError(INVALID_RESPONSE, "'output.logs' is not a list", status, rid)
+    return LogPage(total, [line if isinstance(line, str) else "" for line in lines], rid)
 
 
 # Transport (the request deadline and the connections it watches) is tested against real
@@ -386,7 +440,8 @@ class FineTuneClient:
         self._monotonic = monotonic
         self._clock = clock
         self._deadline: float | None = None
-        self._not_before = 0.0
+        #: Retry-After, per endpoint: a throttled log read must not stop the next list sweep.
+        self._not_before: dict[str, float] = {}
         self._malformed_logged: dict[str, int] = {}
         self.session = session or requests.Session()
         adapter = _DeadlineAdapter()
@@ -417,36 +472,76 @@ class FineTuneClient:
         params: dict[str, str | int] = {"page_no": page_no, "page_size": self.page_size}
         if model:
             params["model"] = model
+        return self._call(LIST, API_PATH, params, decode_page)
+
+    def fetch_log(self, job_id: str, offset: int, lines: int) -> LogPage:
+        """GET ``lines`` lines of a job's training log from ``offset``, like fetch_page.
+
+        Shares the list's rate limit, retry policy and (inside :meth:`sweep_window`) its
+        deadline. Raises ValueError for an id that cannot be put in a path.
+        """
+        params = {"offset": max(offset, 0), "line": min(max(lines, 1), MAX_LOG_LINES_PER_REQUEST)}
+        return self._call(LOGS, log_path(job_id), params, decode_log_page)
+
+    @contextlib.contextmanager
+    def sweep_window(self) -> Iterator[None]:
+        """One sweep's deadline, for the list and the log reads that follow it."""
+        outer = self._deadline is None
+        if outer:
+            self._deadline = self._monotonic() + self.sweep_timeout
+        try:
+            yield
+        finally:
+            if outer:
+                self._deadline = None
+
+    def time_left(self) -> float:
+        """Seconds left before the sweep's deadline (infinite outside a sweep)."""
+        if self._deadline is None:
+            return math.inf
+        return self._deadline - self._monotonic()
+
+    def throttled_for(self, endpoint: str) -> float:
+        """Seconds a Retry-After the endpoint sent still forbids calling it (0 if none)."""
+        return max(self._not_before.get(endpoint, 0.0) - self._monotonic(), 0.0)
+
+    def _call(
+        self,
+        endpoint: str,
+        path: str,
+        params: Mapping[str, str | int],
+        decode: Callable[[bytes, int, Secret | None], _T],
+    ) -> _T:
         attempt = 0
         while True:
             attempt += 1
             self._pace()
             started = self._monotonic()
             try:
-                page = self._get(params)
+                result = self._get(path, params, decode)
             except ApiError as err:
-                self._observe(started, err)
-                self._wait_before_retry(err, attempt)
+                self._observe(endpoint, started, err)
+                self._wait_before_retry(endpoint, err, attempt)
                 continue
-            self._observe(started, None)
-            return page
+            self._observe(endpoint, started, None)
+            return result
 
-    def _wait_before_retry(self, err: ApiError, attempt: int) -> None:
+    def _wait_before_retry(self, endpoint: str, err: ApiError, attempt: int) -> None:
         """Sleep before the next attempt, or re-raise when no retry is due."""
         if not is_retryable(err.code, err.http_status) or attempt >= self.retry.max_attempts:
-            self._remember_retry_after(err)
+            self._remember_retry_after(endpoint, err)
             raise err
         delay = err.retry_after if err.retry_after is not None else self.retry.backoff(attempt)
         if self._deadline is not None and self._monotonic() + delay > self._deadline:
-            self._remember_retry_after(err)
+            self._remember_retry_after(endpoint, err)
             raise err
         log.debug("attempt %d failed (%s); retrying in %.2fs", attempt, err, delay)
         self._sleep(delay)
 
-    def _remember_retry_after(self, err: ApiError) -> None:
+    def _remember_retry_after(self, endpoint: str, err: ApiError) -> None:
         """A Retry-After outlives the sweep: the next sweep will not call before it."""
         if err.retry_after:
-            self._not_before = self._monotonic() + err.retry_after
+            self._not_before[endpoint] = self._monotonic() + err.retry_after
 
     def _pace(self) -> None:
         if self._bucket is not None:
@@ -456,12 +551,17 @@ class FineTuneClient:
         if seconds > 0 and self._wait(seconds):
             raise Cancelled("shutting down")
 
-    def _observe(self, started: float, error: ApiError | None) -> None:
+    def _observe(self, endpoint: str, started: float, error: ApiError | None) -> None:
         if self.observer is not None:
-            self.observer.observe(self._monotonic() - started, error)
+            self.observer.observe(endpoint, self._monotonic() - started, error)
 
-    def _get(self, params: Mapping[str, str | int]) -> Page:
-        url = self.base_url + API_PATH
+    def _get(
+        self,
+        path: str,
+        params: Mapping[str, str | int],
+        decode: Callable[[bytes, int, Secret | None], _T],
+    ) -> _T:
+        url = self.base_url + path
         key = self._keys.current()
         with _Deadline(self.timeout) as deadline:
             try:
@@ -490,7 +590,7 @@ class FineTuneClient:
             err = classify_response(response.status_code, body, key)
             err.retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
             raise err
-        return decode_page(body, response.status_code, key)
+        return decode(body, response.status_code, key)
 
     def _read_body(self, response: requests.Response) -> bytes:
         """Read at most max_response_bytes (the request's deadline bounds the time)."""
@@ -517,22 +617,17 @@ class FineTuneClient:
         Any failed request fails the whole sweep: a partial list would publish
         wrong counts, which is worse than stale ones.
         """
-        now = self._monotonic()
-        if now < self._not_before:
+        wait = self.throttled_for(LIST)
+        if wait > 0:
             raise ApiError(
-                "Throttling",
-                f"honouring Retry-After: no request for another {self._not_before - now:.0f}s",
-                "429",
+                "Throttling", f"honouring Retry-After: no request for another {wait:.0f}s", "429"
             )
-        self._deadline = now + self.sweep_timeout
         jobs: dict[str, Job] = {}
         malformed = 0
         filters: list[str | None] = [*models] or [None]
-        try:
+        with self.sweep_window():
             for model in filters:
                 malformed += self._sweep_one(model, jobs)
-        finally:
-            self._deadline = None
         return Snapshot(jobs=tuple(jobs.values()), taken_at=self._clock(), malformed_jobs=malformed)
 
     def _sweep_one(self, model: str | None, jobs: dict[str, Job]) -> int:

@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ft_exporter.model import DOCUMENTED_STATUSES, ExporterState, Job, Snapshot, clean_text
+from ft_exporter.model import (
+    DOCUMENTED_STATUSES,
+    ExporterState,
+    Job,
+    Snapshot,
+    Training,
+    clean_text,
+    estimated_end,
+    progress_ratio,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +134,74 @@ def _job_state_families() -> dict[str, GaugeMetricFamily]:
             "Tokens consumed by the job.",
             JOB_LABELS,
         ),
+        **_training_families(),
     }
+
+
+def _training_families() -> dict[str, GaugeMetricFamily]:
+    """Per-job families read from training logs (only jobs whose log the exporter reads)."""
+    return {
+        name: _gauge(name, doc, JOB_LABELS)
+        for name, doc in (
+            (
+                "job_train_loss",
+                "Latest training loss in the job's log (train_loss once the run "
+                "has ended); NaN or infinite when the run diverged.",
+            ),
+            ("job_eval_loss", "Latest evaluation loss in the job's log."),
+            ("job_eval_loss_min", "Lowest finite evaluation loss in the job's log so far."),
+            ("job_learning_rate", "Latest learning rate in the job's log."),
+            ("job_epoch", "Highest epoch the job's log has reached (fractional)."),
+            ("job_epochs", "Epochs the job plans to run (n_epochs of its hyper_parameters)."),
+            ("job_progress_ratio", "Epoch reached over epochs planned, 0 to 1."),
+            (
+                "job_estimated_end_timestamp_seconds",
+                "Unix time a running job ends if it keeps "
+                "its pace since it started running (or since it was created).",
+            ),
+            ("job_log_lines", "Lines the job's training log holds (its total, as last read)."),
+            (
+                "job_log_last_growth_timestamp_seconds",
+                "Unix time the exporter last saw the "
+                "job's log grow (at first sight: its newest timestamped line).",
+            ),
+            (
+                "job_log_unparsed_lines",
+                "Lines of the job's log read by the exporter that held no "
+                "record of values (free text, too long, malformed).",
+            ),
+        )
+    }
+
+
+def add_training(
+    fams: Mapping[str, GaugeMetricFamily],
+    ids: list[str],
+    job: Job,
+    training: Training,
+    now: float,
+) -> None:
+    """The training series of one job; a value not known yet is left out, not zero."""
+    progress = progress_ratio(training.epoch, job.n_epochs)
+    started = training.running_since if training.running_since is not None else job.created
+    values: dict[str, float | None] = {
+        "job_train_loss": training.train_loss,
+        "job_eval_loss": training.eval_loss,
+        "job_eval_loss_min": training.eval_loss_min,
+        "job_learning_rate": training.learning_rate,
+        "job_epoch": training.epoch,
+        "job_epochs": job.n_epochs,
+        "job_progress_ratio": progress,
+        "job_estimated_end_timestamp_seconds": (
+            None if job.terminal else estimated_end(started, now, progress)
+        ),
+        "job_log_lines": float(training.log_lines),
+        "job_log_last_growth_timestamp_seconds": training.last_growth,
+        "job_log_unparsed_lines": float(training.unparsed_lines),
+    }
+    for name, value in values.items():
+        if value is not None:
+            fams[name].add_metric(ids, float(value))
 
 
 def _status_families() -> dict[str, GaugeMetricFamily]:
@@ -233,6 +309,8 @@ def checked_job(job: Job) -> Job:
         created=_number(job.created),
         ended=_number(job.ended),
         usage_tokens=int(job.usage_tokens),
+        n_epochs=_number(job.n_epochs),
+        tailable=job.tailable,
     )
 
 
@@ -291,6 +369,9 @@ def build_job_state(snapshot: Snapshot, settings: CollectorSettings) -> JobState
         if job.terminal and job.ended is not None:
             fams["ended"].add_metric(ids, job.ended)
         fams["job_usage"].add_metric(ids, job.usage_tokens)
+        training = snapshot.training.get(job.job_id)
+        if training is not None:
+            add_training(fams, ids, job, training, snapshot.taken_at)
     return JobState(list(fams.values()), dropped, len(skipped), skipped[0] if skipped else "")
 
 

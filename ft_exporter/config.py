@@ -21,14 +21,21 @@ from ft_exporter.client import normalise_base_url
 from ft_exporter.collector import DEFAULT_MAX_AGGREGATE_SERIES, QuotaRule
 from ft_exporter.model import DOCUMENTED_STATUSES, normalise_status, parse_timezone
 from ft_exporter.secret import Secret
+from ft_exporter.tailer import DEFAULT_MAX_JOBS, DEFAULT_MAX_LINES
 
 #: Not in /etc/services (IANA) nor in Prometheus' default port allocations; see the README.
 DEFAULT_PORT = 11550
 DEFAULT_BASE_URL = "https://dashscope-intl.aliyuncs.com"
 API_KEY_ENV = "DASHSCOPE_API_KEY"
 MODELS_ENV = "FT_EXPORTER_DASHSCOPE_MODEL"
+POLL_INTERVAL_ENV = "FT_EXPORTER_POLL_INTERVAL"
+#: --poll.interval under --demo when none is given: the demo's jobs run for three minutes.
+DEMO_POLL_INTERVAL = 10.0
 #: Far above any real need; a typo of extra zeros is refused rather than obeyed.
 MAX_CONNECTIONS = 100_000
+#: Upper bounds of the --logs.* flags: 11 series and one request per sweep per job.
+MAX_LOG_JOBS = 1000
+MAX_LOG_LINES = 100_000
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_FORMATS = ("logfmt", "json")
 
@@ -41,6 +48,14 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 class ConfigError(ValueError):
     """Configuration that cannot work; reported as one line, exit code 2."""
+
+
+def parse_count(text: str) -> int:
+    """A whole number in decimal digits (int() alone would say 'invalid literal ... base 10')."""
+    value = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,9}", value):
+        raise ValueError(f"not a whole number: {text!r}")
+    return int(value)
 
 
 def parse_duration(text: str) -> float:
@@ -119,6 +134,8 @@ class Config:
     quota: QuotaRule = field(default_factory=QuotaRule)
     max_job_series: int = 100
     max_aggregate_series: int = DEFAULT_MAX_AGGREGATE_SERIES
+    log_max_jobs: int = DEFAULT_MAX_JOBS
+    log_max_lines: int = DEFAULT_MAX_LINES
     log_level: str = "info"
     log_format: str = "logfmt"
     demo: bool = False
@@ -187,7 +204,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "most HTTP connections held at once; past it the oldest connection still waiting "
         "for a request is closed (lowered to fit the open-file limit)",
         "512",
-        int,
+        parse_count,
     ),
     _Flag(
         "web.read-header-timeout",
@@ -233,7 +250,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "FT_EXPORTER_DASHSCOPE_PAGE_SIZE",
         "jobs per API page, 1..100",
         "100",
-        int,
+        parse_count,
     ),
     _Flag(
         "dashscope.timeout",
@@ -254,7 +271,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "FT_EXPORTER_DASHSCOPE_MAX_ATTEMPTS",
         "attempts per request on 429, 5xx, timeouts and connection errors (1 = no retry)",
         "4",
-        int,
+        parse_count,
     ),
     _Flag(
         "dashscope.ca-file",
@@ -277,8 +294,8 @@ _FLAGS: tuple[_Flag, ...] = (
     ),
     _Flag(
         "poll.interval",
-        "FT_EXPORTER_POLL_INTERVAL",
-        "time between sweeps of the API (at least 1s)",
+        POLL_INTERVAL_ENV,
+        "time between sweeps of the API (at least 1s; 10s by default with --demo)",
         "60s",
         parse_duration,
     ),
@@ -301,7 +318,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "FT_EXPORTER_QUOTA_LIMIT",
         "the account's limit of running-or-succeeded jobs",
         "20",
-        int,
+        parse_count,
     ),
     _Flag(
         "quota.statuses",
@@ -316,7 +333,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "FT_EXPORTER_JOBS_MAX_SERIES",
         "most jobs given per-job series (active first, then most recently ended)",
         "100",
-        int,
+        parse_count,
     ),
     _Flag(
         "jobs.max-aggregate-series",
@@ -324,7 +341,23 @@ _FLAGS: tuple[_Flag, ...] = (
         "most series of dashscope_finetune_jobs (and of usage_tokens), at least 7; "
         "groups with active jobs, then with more jobs, are kept first",
         str(DEFAULT_MAX_AGGREGATE_SERIES),
-        int,
+        parse_count,
+    ),
+    _Flag(
+        "logs.max-jobs",
+        "FT_EXPORTER_LOGS_MAX_JOBS",
+        "most RUNNING jobs whose training log is read after each sweep (one request each "
+        "per sweep); 0 turns training metrics off",
+        str(DEFAULT_MAX_JOBS),
+        parse_count,
+    ),
+    _Flag(
+        "logs.max-lines-per-sweep",
+        "FT_EXPORTER_LOGS_MAX_LINES_PER_SWEEP",
+        "most log lines read per job per sweep (1000 per request); a log further behind is "
+        "read from its newest lines",
+        str(DEFAULT_MAX_LINES),
+        parse_count,
     ),
     _Flag("log.level", "FT_EXPORTER_LOG_LEVEL", "one of " + ", ".join(LOG_LEVELS), "info"),
     _Flag("log.format", "FT_EXPORTER_LOG_FORMAT", "one of " + ", ".join(LOG_FORMATS), "logfmt"),
@@ -464,7 +497,8 @@ def _read_key(path: str, environ: Mapping[str, str]) -> str:
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Parse and validate. argparse errors exit 2 themselves; the rest raise ConfigError."""
     environ = os.environ if env is None else env
-    args = build_parser(environ).parse_args(sys.argv[1:] if argv is None else argv)
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(environ).parse_args(argv_list)
     for switch in _SWITCHES:
         # The flag turns it on; otherwise the variable decides, and it must make sense.
         from_env = parse_env_bool(switch.env, environ.get(switch.env))
@@ -509,6 +543,15 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             f"--jobs.max-aggregate-series must be at least {len(DOCUMENTED_STATUSES)} "
             f"(one model's documented statuses), got {args.jobs_max_aggregate_series}"
         )
+    if not 0 <= args.logs_max_jobs <= MAX_LOG_JOBS:
+        raise ConfigError(
+            f"--logs.max-jobs must be between 0 and {MAX_LOG_JOBS}, got {args.logs_max_jobs}"
+        )
+    if not 1 <= args.logs_max_lines_per_sweep <= MAX_LOG_LINES:
+        raise ConfigError(
+            f"--logs.max-lines-per-sweep must be between 1 and {MAX_LOG_LINES}, "
+            f"got {args.logs_max_lines_per_sweep}"
+        )
     if args.log_level not in LOG_LEVELS:
         raise ConfigError(f"--log.level must be one of {', '.join(LOG_LEVELS)}")
     if args.log_format not in LOG_FORMATS:
@@ -550,12 +593,14 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         sweep_timeout=args.poll_sweep_timeout,
         timezone=args.dashscope_timezone,
         account=args.dashscope_account.strip(),
-        poll_interval=args.poll_interval,
+        poll_interval=_poll_interval(args, argv_list, environ),
         max_staleness=args.poll_max_staleness,
         quota_limit=args.quota_limit,
         quota=args.quota_statuses,
         max_job_series=args.jobs_max_series,
         max_aggregate_series=args.jobs_max_aggregate_series,
+        log_max_jobs=args.logs_max_jobs,
+        log_max_lines=args.logs_max_lines_per_sweep,
         log_level=args.log_level,
         log_format=args.log_format,
         demo=args.demo,
@@ -566,6 +611,12 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         read_header_timeout=args.web_read_header_timeout,
         idle_timeout=args.web_idle_timeout,
     )
+
+
+def _poll_interval(args: argparse.Namespace, argv: list[str], environ: Mapping[str, str]) -> float:
+    """The demo's jobs run for minutes: unless told otherwise, sweep often enough to see them."""
+    given = POLL_INTERVAL_ENV in environ or any(a.startswith("--poll.interval") for a in argv)
+    return DEMO_POLL_INTERVAL if args.demo and not given else float(args.poll_interval)
 
 
 def _quota_statuses(rule: QuotaRule) -> list[str]:

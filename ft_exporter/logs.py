@@ -13,6 +13,7 @@ import logging
 import re
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import TextIO
 
@@ -136,6 +137,13 @@ def setup(level: str, fmt: str, secrets: list[str], stream: TextIO = sys.stderr)
 REPEAT_LOG_INTERVAL = 600.0
 
 
+def crash_key(err: BaseException) -> tuple[str, ...]:
+    """The exception's type and the place it was raised: stable across repeats of a bug."""
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return (type(err).__name__, where)
+
+
 class FailureLog:
     """Logs a failure once, then the same failure again at most every REPEAT_LOG_INTERVAL.
 
@@ -143,9 +151,15 @@ class FailureLog:
     changes is news and is logged at once.
     """
 
-    def __init__(self, logger: logging.Logger, monotonic: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        monotonic: Callable[[], float],
+        level: int = logging.ERROR,
+    ) -> None:
         self._log = logger
         self._monotonic = monotonic
+        self._level = level
         self._last: tuple[str, ...] | None = None
         self._logged_at = 0.0
         self._repeats = 0
@@ -165,12 +179,12 @@ class FailureLog:
             self._last = key
             self._repeats = 1
             self._logged_at = now
-            self._log.error(first, message, exc_info=exc)
+            self._log.log(self._level, first, message, exc_info=exc)
             return
         self._repeats += 1
         if now - self._logged_at >= REPEAT_LOG_INTERVAL:
             self._logged_at = now
-            self._log.error(repeat, self._repeats, message)
+            self._log.log(self._level, repeat, self._repeats, message)
 
     def recovered(self) -> int:
         """Forget the failure; returns how many times in a row it happened (0: none)."""

@@ -8,12 +8,16 @@ rejects only a job it cannot identify.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ft_exporter.trainlog import planned_epochs
 
 #: Every status the vendor documents, in lifecycle order. Zero-filled in metrics.
 DOCUMENTED_STATUSES: tuple[str, ...] = (
@@ -70,6 +74,10 @@ class Job:
     created: float | None
     ended: float | None
     usage_tokens: int
+    #: ``n_epochs`` of its ``hyper_parameters``, when a usable number.
+    n_epochs: float | None = None
+    #: False when the API's job_id had to be cleaned: its log cannot be asked for by it.
+    tailable: bool = True
 
     @property
     def terminal(self) -> bool:
@@ -214,6 +222,7 @@ def parse_job(raw: Any, tz: tzinfo) -> Job:
     if not isinstance(raw, Mapping):
         raise JobParseError(f"job is a {type(raw).__name__}, not an object")
     job_id = _job_id(raw.get("job_id"))
+    tailable = job_id == _raw_text(raw.get("job_id")) and job_id not in (".", "..")
     if not job_id:
         raise JobParseError("job has no job_id")
     model = _text(raw.get("model")) or _text(raw.get("base_model")) or UNKNOWN
@@ -228,7 +237,47 @@ def parse_job(raw: Any, tz: tzinfo) -> Job:
         created=parse_time(raw.get("create_time"), tz),
         ended=parse_time(raw.get("end_time"), tz),
         usage_tokens=_tokens(raw.get("usage")),
+        n_epochs=planned_epochs(raw.get("hyper_parameters")),
+        tailable=tailable,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Training:
+    """What a job's training log said, as far as the exporter has read it.
+
+    Values are None until a line has given them; NaN and infinities are kept as sent.
+    """
+
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    #: The lowest finite eval_loss seen.
+    eval_loss_min: float | None = None
+    learning_rate: float | None = None
+    #: The highest finite epoch seen (fractional).
+    epoch: float | None = None
+    #: The log's ``total`` as last read.
+    log_lines: int = 0
+    #: When the log last grew (see the tailer for first sight).
+    last_growth: float | None = None
+    #: Lines read that held no record (free text and skipped lines included).
+    unparsed_lines: int = 0
+    #: When the exporter saw the job start running; None when it was running at first sight.
+    running_since: float | None = None
+
+
+def progress_ratio(epoch: float | None, epochs: float | None) -> float | None:
+    """Epochs reached over epochs planned, clamped to 0..1; None when either is unknown."""
+    if epoch is None or epochs is None or not math.isfinite(epoch) or epochs <= 0:
+        return None
+    return min(max(epoch / epochs, 0.0), 1.0)
+
+
+def estimated_end(started: float | None, now: float, progress: float | None) -> float | None:
+    """When a job ends if it keeps the pace it has had since ``started``; None before progress."""
+    if started is None or progress is None or progress <= 0 or now <= started:
+        return None
+    return started + (now - started) / progress
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +287,8 @@ class Snapshot:
     jobs: tuple[Job, ...]
     taken_at: float
     malformed_jobs: int = 0
+    #: What the training logs said, by job_id, for the jobs whose log was read.
+    training: Mapping[str, Training] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)

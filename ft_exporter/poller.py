@@ -9,21 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Callable
 
 from ft_exporter.client import ApiError, Cancelled
-from ft_exporter.logs import FailureLog
+from ft_exporter.logs import FailureLog, crash_key
 from ft_exporter.model import ExporterState, Snapshot
 
 log = logging.getLogger(__name__)
-
-
-def _crash_key(err: BaseException) -> tuple[str, ...]:
-    """The exception's type and the place it was raised: stable across repeats of a bug."""
-    frames = traceback.extract_tb(err.__traceback__)
-    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-    return (type(err).__name__, where)
 
 
 class Poller:
@@ -75,7 +67,7 @@ class Poller:
             # its traceback once, then rate-limited like any failure. The same exception
             # raised at the same place is the same bug, whatever its text.
             self._publish_failure(
-                started, _crash_key(err), f"unexpected {type(err).__name__}: {err}", err
+                started, crash_key(err), f"unexpected {type(err).__name__}: {err}", err
             )
             return False
         duration = self._monotonic() - started

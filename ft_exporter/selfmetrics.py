@@ -8,7 +8,9 @@ from ft_exporter import __version__
 from ft_exporter.client import (
     CONNECTION_ERROR,
     DOCUMENTED_ERRORS,
+    ENDPOINTS,
     INVALID_RESPONSE,
+    LIST,
     TIMEOUT,
     ApiError,
 )
@@ -31,21 +33,22 @@ class ExporterMetrics:
         self.account = account
         self.requests = Counter(
             "dashscope_finetune_api_requests",
-            "HTTP requests made to the fine-tune list API.",
-            ["account"],
+            "HTTP requests made to the fine-tune API, by endpoint (list: the job list; "
+            "logs: training logs).",
+            ["account", "endpoint"],
             registry=registry,
         )
         self.errors = Counter(
             "dashscope_finetune_api_errors",
-            "Failed requests to the fine-tune API by error code and HTTP status "
+            "Failed requests to the fine-tune API by endpoint, error code and HTTP status "
             "(http_status is empty when no answer came).",
-            ["account", "code", "http_status"],
+            ["account", "endpoint", "code", "http_status"],
             registry=registry,
         )
         self.duration = Histogram(
             "dashscope_finetune_api_request_duration_seconds",
-            "Latency of requests to the fine-tune list API.",
-            ["account"],
+            "Latency of requests to the fine-tune API, by endpoint.",
+            ["account", "endpoint"],
             buckets=REQUEST_BUCKETS,
             registry=registry,
         )
@@ -68,18 +71,20 @@ class ExporterMetrics:
             registry=registry,
         )
         build.labels(__version__).set(1)
-        self.requests.labels(account)
-        self.duration.labels(account)
         self.sweeps.labels(account)
         self.sweep_failures.labels(account)
-        for code, http_status in KNOWN_ERRORS:
-            self.errors.labels(account, code, http_status)
+        for endpoint in ENDPOINTS:
+            self.requests.labels(account, endpoint)
+            self.duration.labels(account, endpoint)
+            for code, http_status in KNOWN_ERRORS:
+                self.errors.labels(account, endpoint, code, http_status)
 
-    def observe(self, duration: float, error: ApiError | None) -> None:
-        self.requests.labels(self.account).inc()
-        self.duration.labels(self.account).observe(duration)
+    def observe(self, endpoint: str, duration: float, error: ApiError | None) -> None:
+        self.requests.labels(self.account, endpoint).inc()
+        self.duration.labels(self.account, endpoint).observe(duration)
         if error is not None:
-            self.errors.labels(self.account, error.code, error.http_status).inc()
+            self.errors.labels(self.account, endpoint, error.code, error.http_status).inc()
 
     def reject(self, error: ApiError) -> None:
-        self.errors.labels(self.account, error.code, error.http_status).inc()
+        # Only a listing is ever rejected as a whole.
+        self.errors.labels(self.account, LIST, error.code, error.http_status).inc()

@@ -1,22 +1,32 @@
-"""A simulator of the Model Studio fine-tune list API, for the demo and the tests.
+"""A simulator of the Model Studio fine-tune API (list and job logs), for the demo and tests.
 
 It serves ``GET /api/v1/fine-tunes`` with the vendor's shapes (pagination,
-model filter, Bearer key check) and lets a test switch faults on and off
-through a small control API under ``/_sim/``:
+model filter, Bearer key check) and ``GET /api/v1/fine-tunes/{job_id}/logs``
+(``offset``, ``line``; 400 ``InvalidParameter``, 404 ``NotFound``), and lets a test
+switch faults on and off through a small control API under ``/_sim/``:
 
-- ``GET  /_sim/stats``   request counters (``{"requests": N, "list_requests": N}``), TCP
+- ``GET  /_sim/stats``   request counters (``requests`` every API request,
+  ``list_requests``, ``log_requests`` and ``log_requests_by_job``), TCP
   connections accepted (``connections``, control requests included), and for
   the last 200 list requests ``request_log``: when each arrived (``time.monotonic()``, which
   is system-wide on Linux, so a test can compare) and the fault it was answered with
 - ``POST /_sim/fault``   ``{"mode": "throttle", "count": 3, "delay": 2, "retry_after": "1"}``;
-  ``"message"`` replaces the error message of ``throttle``, ``error500`` and ``bad_key``
+  ``"message"`` replaces the error message of ``throttle``, ``error500`` and ``bad_key``;
+  ``"endpoint"`` is the requests it hits: ``"list"`` (the default), ``"logs"`` or ``"all"``
 - ``DELETE /_sim/fault`` back to healthy
 - ``POST /_sim/jobs``    ``{"jobs": [...]}`` adds jobs (API-shaped), ``{"fill_quota": 20}``
   adds SUCCEEDED jobs until that many jobs count against the limit
+- ``POST /_sim/logs``    ``{"job_id": "...", "lines": [...]}`` appends lines to a job's log
+  (a job added with ``/_sim/jobs`` has an empty log until then)
+
+A job of the timeline (``demo`` and the problem scenarios) writes a training log while it
+runs, as a function of time: see :func:`training_log`.
 
 Scenarios: ``demo`` (jobs come and go), ``static`` (a fixed account for exact
-tests), ``empty``, ``hostile`` (text fields hostile to the exposition format) and
-``sprawl`` (200 models, each with its own undocumented status).
+tests), ``empty``, ``hostile`` (text fields hostile to the exposition format),
+``sprawl`` (200 models, each with its own undocumented status), and ``diverging``,
+``stalled``, ``overfitting`` (a running job with that training problem, see
+:func:`problem_jobs`).
 
 Run on its own: ``python -m ft_exporter.simulator --port 8080 --key sk-demo``.
 """
@@ -24,24 +34,34 @@ Run on its own: ``python -m ft_exporter.simulator --port 8080 --key sk-demo``.
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import logging
+import math
 import random
+import re
 import socket
 import ssl
 import struct
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ft_exporter.trainlog import planned_epochs
 
 log = logging.getLogger(__name__)
 
 API_PATH = "/api/v1/fine-tunes"
+#: A job's training log; the id is one percent-encoded path segment.
+LOGS_PATH = re.compile(r"/api/v1/fine-tunes/([^/]+)/logs")
+#: The documented bounds of the log endpoint's ``line`` parameter, and its default.
+MAX_LOG_LINES, DEFAULT_LOG_LINES = 1000, 100
 UTC8 = timezone(timedelta(hours=8))
 
 FAULT_MODES = (
@@ -62,12 +82,35 @@ FAULT_MODES = (
     "bad_utf8",  # 200 whose body is not valid UTF-8
 )
 HUGE_BYTES = 50 * 1024 * 1024
-SCENARIOS = ("demo", "static", "empty", "hostile", "sprawl")
+FAULT_ENDPOINTS = ("list", "logs", "all")
+SCENARIOS = ("demo", "static", "empty", "hostile", "sprawl", "diverging", "stalled", "overfitting")
+
+
+#: The hyper-parameters a timeline job is listed with, unless ``extra`` replaces them.
+DEFAULT_HYPER_PARAMETERS: dict[str, Any] = {
+    "n_epochs": 3,
+    "batch_size": 32,
+    "learning_rate": "1.6e-5",
+    "max_length": 8192,
+}
+
+
+class LogLine(NamedTuple):
+    """One line of a job's log and the time it appears; a record line keeps its values."""
+
+    at: float
+    text: str
+    record: dict[str, float] | None = None
 
 
 @dataclass
 class SimJob:
-    """A job whose status follows a timeline, or stays fixed when ``fixed`` is set."""
+    """A job whose status follows a timeline, or stays fixed when ``fixed`` is set.
+
+    A timeline job also writes a training log while it runs (see :func:`training_log`);
+    ``diverge_at``, ``overfit_after`` and ``stall_at`` give that log a problem. A fixed
+    job's log holds only what ``POST /_sim/logs`` appended.
+    """
 
     job_id: str
     model: str
@@ -80,6 +123,25 @@ class SimJob:
     usage: int | None = 0
     fixed: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Seconds between two loss records while it runs.
+    log_every: float = 3.0
+    #: From this time on the loss is ``inf`` (the first record), then ``nan``.
+    diverge_at: float | None = None
+    #: The eval loss falls until this epoch, then rises (overfitting).
+    overfit_after: int | None = None
+    #: The log stops at this time (a timestamped line is its last), while the job runs on.
+    stall_at: float | None = None
+    #: Lines appended through the control API, with the time each was appended.
+    appended: list[LogLine] = field(default_factory=list, repr=False)
+    _timeline: list[LogLine] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def run_start(self) -> float:
+        return self.created + self.pending_s + self.queue_s
+
+    @property
+    def end(self) -> float:
+        return self.run_start + self.run_s
 
     def status_at(self, now: float) -> tuple[str, float | None]:
         """The job's status at ``now``, and its end time when it has ended."""
@@ -88,10 +150,30 @@ class SimJob:
             return "PENDING", None
         if t < self.pending_s + self.queue_s:
             return "QUEUING", None
-        end = self.created + self.pending_s + self.queue_s + self.run_s
-        if now < end:
+        if now < self.end:
             return "RUNNING", None
-        return self.outcome, end
+        return self.outcome, self.end
+
+    def hyper_parameters(self) -> dict[str, Any]:
+        """As listed: the log's epochs and learning rate follow them."""
+        source = self.fixed if self.fixed is not None else self.extra
+        given = source.get("hyper_parameters")
+        if isinstance(given, dict):
+            return dict(given)
+        return {} if self.fixed is not None else dict(DEFAULT_HYPER_PARAMETERS)
+
+    def log_at(self, now: float, tz: tzinfo) -> list[str]:
+        """The job's log as the API serves it at ``now``: it only ever grows."""
+        if self.fixed is not None:
+            written: list[LogLine] = []
+        else:
+            if self._timeline is None:
+                self._timeline = training_log(self, tz)
+            cut = bisect_right(self._timeline, now, key=lambda line: line.at)
+            written = self._timeline[:cut]
+        # A line appended at T comes after every timeline line up to T and before the rest.
+        merged = heapq.merge(written, self.appended, key=lambda line: line.at)
+        return [line.text for line in merged]
 
     def to_api(self, now: float, tz: tzinfo) -> dict[str, Any]:
         if self.fixed is not None:
@@ -105,12 +187,7 @@ class SimJob:
             "base_model": self.model,
             "training_file_ids": ["976bd01a-f30b-4414-86fd-50c54486e3ef"],
             "validation_file_ids": [],
-            "hyper_parameters": {
-                "n_epochs": 3,
-                "batch_size": 32,
-                "learning_rate": "1.6e-5",
-                "max_length": 8192,
-            },
+            "hyper_parameters": self.hyper_parameters(),
             "training_type": self.training_type,
             "create_time": _fmt(self.created, tz),
             "workspace_id": "llm-simulated",
@@ -129,6 +206,149 @@ class SimJob:
                 job["code"] = "1"
         job.update(self.extra)
         return job
+
+
+#: Training steps between two loss records (the Trainer's ``logging_steps``).
+STEPS_PER_RECORD = 5
+
+
+def _stamp(ts: float, tz: tzinfo) -> str:
+    """The log's own time prefix, ``2024-10-29 17:11:25,130 - ``, in the account's zone."""
+    moment = datetime.fromtimestamp(ts, tz)
+    return f"{moment:%Y-%m-%d %H:%M:%S},{moment.microsecond // 1000:03d} - "
+
+
+def eval_losses(n_epochs: int, overfit_after: int | None, rng: random.Random) -> list[float]:
+    """The eval loss at each whole epoch: strictly falling, or rising after ``overfit_after``.
+
+    When rising, every eval from two epochs after the minimum on is more than 10 % above it.
+    """
+    start, floor = rng.uniform(1.2, 1.6), rng.uniform(0.45, 0.65)
+    falls_until = overfit_after if overfit_after is not None else n_epochs
+    losses: list[float] = []
+    for k in range(1, n_epochs + 1):
+        if k <= falls_until:
+            value = floor + (start - floor) * math.exp(-3.0 * k / falls_until)
+        else:
+            lowest = losses[falls_until - 1]
+            value = lowest * (1 + 0.3 * (1 - math.exp(-(k - falls_until) / 3.0)))
+        losses.append(round(value, 4))
+    return losses
+
+
+def _positive_number(raw: object) -> float | None:
+    """A hyper-parameter as a number (the API sends numbers or numbers as strings)."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        return None
+    try:
+        value = float(raw)
+    except (ValueError, OverflowError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def training_log(job: SimJob, tz: tzinfo) -> list[LogLine]:
+    """Every line the job's run writes, each with the time it appears, in order.
+
+    Nothing before the job runs; a few free-text start lines; a loss record every
+    ``log_every`` seconds (loss falling with noise, learning rate decaying linearly from
+    the job's ``learning_rate`` to 0, epoch going from 0 to ``n_epochs`` over the run); an
+    eval record and a checkpoint at each whole epoch; and, at the job's end, the summary
+    and the closing lines of a success, or a couple of error lines of a failure. A
+    deterministic function of the job (seeded by its id): the same job always writes the
+    same log, so what a reader saw never changes.
+    """
+    hyper = job.hyper_parameters()
+    n_epochs = max(1, round(planned_epochs(hyper) or 3))
+    rate = _positive_number(hyper.get("learning_rate")) or 1.6e-5
+    rng = random.Random(job.job_id)
+    lines: list[LogLine] = []
+
+    def write(at: float, text: str, stamped: bool = False, stamp_at: float | None = None) -> None:
+        at = max(at, lines[-1].at) if lines else at
+        stamp = _stamp(at if stamp_at is None else stamp_at, tz)
+        lines.append(LogLine(at, stamp + text if stamped else text))
+
+    def write_record(at: float, record: dict[str, float]) -> None:
+        """A record as the Trainer writes it: the dict's repr (``nan``, ``inf`` bare)."""
+        at = max(at, lines[-1].at) if lines else at
+        lines.append(LogLine(at, repr(record), record))
+
+    startup = min(5.0, job.run_s * 0.05)
+    tail = min(2.0, job.run_s * 0.01)
+    train_s = job.run_s - startup - tail
+    per_epoch = max(1, round(train_s / job.log_every / n_epochs))
+    records = per_epoch * n_epochs
+    samples = rng.randrange(500, 5000)
+    t0 = job.run_start
+    write(t0, f"INFO - fine-tune job {job.job_id} started", stamped=True)
+    write(t0 + startup * 0.2, f" Loading base model {job.model}")
+    write(t0 + startup * 0.4, f" Number of training samples: {samples}, epochs: {n_epochs}")
+    write(t0 + startup * 0.6, " ***** Running training *****")
+    first_loss, floor = rng.uniform(1.8, 2.6), rng.uniform(0.3, 0.6)
+    evals = eval_losses(n_epochs, job.overfit_after, rng)
+    losses: list[float] = []
+    checkpoint = 0
+    for i in range(1, records + 1):
+        at = t0 + startup + train_s * i / records
+        progress = i / records
+        epoch = n_epochs * progress
+        diverged = job.diverge_at is not None and at >= job.diverge_at
+        if diverged:
+            loss = grad = math.nan if losses and not math.isfinite(losses[-1]) else math.inf
+        else:
+            loss = round(
+                (floor + (first_loss - floor) * math.exp(-4.0 * progress))
+                * (1 + rng.gauss(0, 0.03)),
+                4,
+            )
+            grad = round(abs(rng.gauss(1.2, 0.3)) * (1 - 0.5 * progress), 4)
+        losses.append(loss)
+        learning_rate = rate * (1 - (i - 1) / records)
+        record = {"loss": loss, "grad_norm": grad, "learning_rate": learning_rate}
+        write_record(at, {**record, "epoch": round(epoch, 4)})
+        if i % per_epoch == 0:
+            k = i // per_epoch
+            eval_loss = math.nan if diverged else evals[k - 1]
+            runtime = round(rng.uniform(2.5, 4.5), 4)
+            write_record(
+                at + 0.1,
+                {
+                    "eval_loss": eval_loss,
+                    "eval_runtime": runtime,
+                    "eval_samples_per_second": round(samples * 0.1 / runtime, 3),
+                    "epoch": float(k),
+                },
+            )
+            checkpoint = i * STEPS_PER_RECORD
+            write(at + 0.2, f"INFO - saving checkpoint-{checkpoint}", stamped=True)
+            write(at + 0.3, " Uploaded checkpoint!")
+    if job.stall_at is not None:
+        lines = [line for line in lines if line.at < job.stall_at]
+        steps = sum(1 for line in lines if line.record and "loss" in line.record)
+        write(job.stall_at, f"INFO - saving checkpoint-{steps * STEPS_PER_RECORD}", True)
+        return lines
+    end = job.end
+    if job.outcome == "SUCCEEDED":
+        runtime = round(job.run_s - tail, 4)
+        usage = job.usage or 0
+        summary = {
+            "train_runtime": runtime,
+            "train_samples_per_second": round(samples * n_epochs / runtime, 3),
+            "train_steps_per_second": round(records * STEPS_PER_RECORD / runtime, 3),
+            "train_loss": sum(losses) / len(losses),
+            "epoch": float(n_epochs),
+        }
+        write_record(end, summary)
+        write(end, f" Actual number of consumed tokens is {usage}!")
+        write(end, f" use checkpoint-{checkpoint} as final checkpoint")
+        write(end, " Fine-tune succeeded!")
+        write(end, f"INFO - training usage {usage}", stamped=True)
+        write(end, "INFO - ##FT_COMPLETE##", stamped=True, stamp_at=end + 0.045)
+    elif job.outcome == "FAILED":
+        write(end, " RuntimeError: CUDA error: an illegal memory access was encountered")
+        write(end, "ERROR - Fine-tune failed!", stamped=True)
+    return lines
 
 
 def _fmt(ts: float, tz: tzinfo) -> str:
@@ -322,6 +542,45 @@ def demo_jobs(now: float, rng: random.Random) -> list[SimJob]:
     return jobs
 
 
+#: The job of each problem scenario whose log shows its problem.
+PROBLEM_JOBS = {
+    "diverging": "ft-diverging",
+    "stalled": "ft-stalled",
+    "overfitting": "ft-overfitting",
+}
+#: The healthy running job each problem scenario has beside the problem job.
+HEALTHY_JOB = "ft-healthy"
+
+
+def problem_jobs(scenario: str, now: float) -> list[SimJob]:
+    """A small account for one training problem, its problem job RUNNING for hours.
+
+    ``diverging``: the loss turned ``inf`` 20 minutes ago, ``nan`` on every record since.
+    ``stalled``: the log stopped 40 minutes ago on a timestamped line and never grows.
+    ``overfitting``: eval loss lowest at epoch 3 of 60, then rising (from epoch 5 on, more
+    than 10 % above that minimum). Beside it: two ended jobs and a healthy running job
+    whose log grows every 3 seconds.
+    """
+    hour, day = 3600.0, 86400.0
+    jobs = [
+        SimJob("ft-done", "qwen3-8b", "sft", now - 2 * day, 60, 300, 1.5 * hour, usage=131072),
+        SimJob("ft-failed", "qwen3-14b", "sft", now - day, 60, 300, 0.5 * hour, "FAILED", None),
+        SimJob(HEALTHY_JOB, "qwen3-8b", "sft", now - 600, 20, 40, 8 * hour, usage=98304),
+    ]
+    job_id, model, started = PROBLEM_JOBS[scenario], "qwen3-14b", now - 2 * hour
+    if scenario == "diverging":
+        problem = SimJob(job_id, model, "sft", started, run_s=12 * hour, log_every=20)
+        problem.diverge_at = now - 20 * 60
+    elif scenario == "stalled":
+        problem = SimJob(job_id, model, "sft", started, run_s=12 * hour, log_every=20)
+        problem.stall_at = now - 40 * 60
+    else:
+        problem = SimJob(job_id, model, "efficient_sft", now - hour, run_s=6 * hour, log_every=30)
+        problem.overfit_after = 3
+        problem.extra["hyper_parameters"] = {**DEFAULT_HYPER_PARAMETERS, "n_epochs": 60}
+    return [*jobs, problem]
+
+
 @dataclass
 class Fault:
     mode: str = "none"
@@ -329,6 +588,7 @@ class Fault:
     delay: float = 0.0
     retry_after: str | None = None
     message: str | None = None  # the API's error message, to test what reaches the log
+    endpoint: str = "list"  # which requests it hits: "list", "logs" or "all"
 
 
 class SimulatedAccount:
@@ -352,6 +612,8 @@ class SimulatedAccount:
         self.fault = Fault()
         self.requests = 0
         self.list_requests = 0
+        self.log_requests = 0
+        self.log_requests_by_job: dict[str, int] = {}
         self.connections = 0  # TCP connections accepted: keep-alive reuse is visible
         self.request_times: list[float] = []  # time.monotonic() of recent list requests
         #: (arrival, fault mode) of recent list requests: gaps between faulted attempts.
@@ -370,6 +632,8 @@ class SimulatedAccount:
             self.jobs = sprawl_jobs()
         elif scenario == "demo":
             self.jobs = demo_jobs(now, self._rng)
+        elif scenario in PROBLEM_JOBS:
+            self.jobs = problem_jobs(scenario, now)
         else:
             raise ValueError(f"unknown scenario {scenario!r}")
 
@@ -453,15 +717,64 @@ class SimulatedAccount:
         )
         return missing
 
-    def take_fault(self) -> Fault:
-        """The fault for this request, counting it down."""
+    def _job(self, job_id: str) -> SimJob | None:
+        return next((job for job in self.jobs if job.job_id == job_id), None)
+
+    def log(self, job_id: str) -> list[str] | None:
+        """The job's log as it stands now; None for a job the account does not have."""
+        with self._lock:
+            now = self.clock()
+            self._evolve(now)
+            job = self._job(job_id)
+            return None if job is None else job.log_at(now, self.tz)
+
+    def append_log(self, job_id: str, lines: list[str]) -> int | None:
+        """Appends lines to a job's log; its new total, or None for an unknown job."""
+        with self._lock:
+            now = self.clock()
+            job = self._job(job_id)
+            if job is None:
+                return None
+            job.appended.extend(LogLine(now, line) for line in lines)
+            return len(job.log_at(now, self.tz))
+
+    def take_fault(self, endpoint: str) -> Fault:
+        """The fault for this request to ``endpoint`` (``list``, ``logs``), counting it down."""
         with self._lock:
             fault = self.fault
-            if fault.mode != "none" and fault.count is not None:
+            if fault.mode == "none" or fault.endpoint not in (endpoint, "all"):
+                return Fault()
+            if fault.count is not None:
                 fault.count -= 1
                 if fault.count <= 0:
                     self.fault = Fault()
             return replace(fault)
+
+
+def _doctored_total(fault: Fault, total: int) -> int:
+    """``output.total`` as the ``total_high`` / ``total_low`` faults misreport it."""
+    if fault.mode == "total_high":
+        return total + 50
+    if fault.mode == "total_low":
+        return max(total - 5, 0)
+    return total
+
+
+def _query_int(query: dict[str, list[str]], name: str, default: int) -> int | None:
+    """A query parameter as an integer (ASCII digits, optional minus); None if it is not one.
+
+    Beyond 18 digits the value is taken as +-10**18: past any end, and no int() of
+    thousands of digits (which Python refuses).
+    """
+    given = query.get(name)
+    if not given:
+        return default
+    match = re.fullmatch(r"(-?)([0-9]+)", given[0])
+    if match is None:
+        return None
+    sign = -1 if match[1] else 1
+    digits = match[2].lstrip("0") or "0"
+    return sign * (int(digits) if len(digits) <= 18 else 10**18)
 
 
 class SimulatorServer(ThreadingHTTPServer):
@@ -545,44 +858,62 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         account = self.server.account
         if parts.path == "/_sim/stats":
-            self._json(
-                200,
-                {
+            with account._lock:
+                stats = {
                     "requests": account.requests,
                     "list_requests": account.list_requests,
+                    "log_requests": account.log_requests,
+                    "log_requests_by_job": dict(account.log_requests_by_job),
                     "connections": account.connections,
                     "request_times": account.request_times[-200:],
                     "request_log": [
                         {"at": at, "fault": mode} for at, mode in account.request_log[-200:]
                     ],
                     "fault": account.fault.mode,
-                },
-            )
+                    "fault_endpoint": account.fault.endpoint,
+                }
+            self._json(200, stats)
             return
         with account._lock:
             account.requests += 1
-        if parts.path.rstrip("/") != API_PATH:
+        path = parts.path.rstrip("/")
+        logs = LOGS_PATH.fullmatch(path)
+        if path == API_PATH:
+            self._list(parse_qs(parts.query))
+        elif logs is not None:
+            job_id = unquote(logs[1], errors="surrogatepass")
+            with account._lock:
+                account.log_requests += 1
+                by_job = account.log_requests_by_job
+                by_job[job_id] = by_job.get(job_id, 0) + 1
+            self._logs(job_id, parse_qs(parts.query, keep_blank_values=True))
+        else:
             self._error(404, "NotFound", "Not Found!")
-            return
+
+    def _admitted(self, fault: Fault) -> bool:
+        """Checks the key and applies the request's fault; False when that answered it."""
+        authorized = self.headers.get("Authorization") == f"Bearer {self.server.key}"
+        if fault.mode == "bad_key" or not authorized:
+            message = fault.message if fault.mode == "bad_key" else None
+            self._error(401, "InvalidApiKey", message or "Invalid API-key provided.")
+            return False
+        if fault.delay or fault.mode == "slow":
+            time.sleep(fault.delay)
+        return not self._faulted(fault)
+
+    def _list(self, query: dict[str, list[str]]) -> None:
+        account = self.server.account
         arrived = time.monotonic()
         with account._lock:
             account.list_requests += 1
             account.request_times.append(arrived)
             del account.request_times[:-200]
-        fault = account.take_fault()
+        fault = account.take_fault("list")
         with account._lock:
             account.request_log.append((arrived, fault.mode))
             del account.request_log[:-200]
-        authorized = self.headers.get("Authorization") == f"Bearer {self.server.key}"
-        if fault.mode == "bad_key" or not authorized:
-            message = fault.message if fault.mode == "bad_key" else None
-            self._error(401, "InvalidApiKey", message or "Invalid API-key provided.")
+        if not self._admitted(fault):
             return
-        if fault.delay or fault.mode == "slow":
-            time.sleep(fault.delay)
-        if self._faulted(fault):
-            return
-        query = parse_qs(parts.query)
         try:
             page_no = int(query.get("page_no", ["1"])[0])
             page_size = int(query.get("page_size", ["10"])[0])
@@ -600,19 +931,43 @@ class _Handler(BaseHTTPRequestHandler):
         output: dict[str, Any] = {
             "page_no": page_no,
             "page_size": page_size,
-            "total": len(jobs),
+            "total": _doctored_total(fault, len(jobs)),
             "jobs": jobs[start : start + page_size],
         }
         if fault.mode == "jobs_null":
             output["jobs"] = None
-        elif fault.mode == "total_high":
-            output["total"] = len(jobs) + 50
-        elif fault.mode == "total_low":
-            output["total"] = max(len(jobs) - 5, 0)
         elif fault.mode == "endless":
             output["total"] = 1_000_000
-        rid = f"sim-{account.requests:08d}"
-        self._json(200, {"request_id": rid, "output": output})
+        self._json(200, {"request_id": f"sim-{account.requests:08d}", "output": output})
+
+    def _logs(self, job_id: str, query: dict[str, list[str]]) -> None:
+        """The job log endpoint, as the facts sheet documents it.
+
+        A fault for ``logs`` or ``all`` hits it like the list; of the list's own faults,
+        ``jobs_null`` makes ``logs`` null, ``total_high``/``total_low`` misreport ``total``
+        and ``endless`` does nothing here.
+        """
+        account = self.server.account
+        fault = account.take_fault("logs")
+        if not self._admitted(fault):
+            return
+        offset = _query_int(query, "offset", 0)
+        if offset is None or offset < 0:
+            self._error(400, "InvalidParameter", "offset must be an integer of 0 or more")
+            return
+        count = _query_int(query, "line", DEFAULT_LOG_LINES)
+        if count is None or not 1 <= count <= MAX_LOG_LINES:
+            self._error(400, "InvalidParameter", "line must be an integer from 1 to 1000")
+            return
+        lines = account.log(job_id)
+        if lines is None:
+            self._error(404, "NotFound", "The fine-tune job does not exist.")
+            return
+        output: dict[str, Any] = {
+            "total": _doctored_total(fault, len(lines)),
+            "logs": None if fault.mode == "jobs_null" else lines[offset : offset + count],
+        }
+        self._json(200, {"request_id": f"sim-{account.requests:08d}", "output": output})
 
     def _faulted(self, fault: Fault) -> bool:
         headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
@@ -682,6 +1037,11 @@ class _Handler(BaseHTTPRequestHandler):
             if mode not in FAULT_MODES:
                 self._json(400, {"error": f"unknown mode {mode!r}", "modes": FAULT_MODES})
                 return
+            endpoint = body.get("endpoint", "list")
+            if endpoint not in FAULT_ENDPOINTS:
+                error = f"unknown endpoint {endpoint!r}"
+                self._json(400, {"error": error, "endpoints": FAULT_ENDPOINTS})
+                return
             with account._lock:
                 account.fault = Fault(
                     mode,
@@ -689,8 +1049,9 @@ class _Handler(BaseHTTPRequestHandler):
                     float(body.get("delay", 0)),
                     body.get("retry_after"),
                     body.get("message"),
+                    endpoint,
                 )
-            self._json(200, {"fault": mode})
+            self._json(200, {"fault": mode, "endpoint": endpoint})
         elif path == "/_sim/jobs":
             if "fill_quota" in body:
                 added = account.fill_quota(int(body["fill_quota"]))
@@ -699,8 +1060,25 @@ class _Handler(BaseHTTPRequestHandler):
                 account.add_jobs(jobs)
                 added = len(jobs)
             self._json(200, {"added": added})
+        elif path == "/_sim/logs":
+            self._append_log(body)
         else:
             self._json(404, {"error": "no such control endpoint"})
+
+    def _append_log(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            body = {}
+        job_id, lines = body.get("job_id"), body.get("lines")
+        if not isinstance(job_id, str) or not (
+            isinstance(lines, list) and all(isinstance(line, str) for line in lines)
+        ):
+            self._json(400, {"error": "expected {job_id: string, lines: [string, ...]}"})
+            return
+        total = self.server.account.append_log(job_id, lines)
+        if total is None:
+            self._json(404, {"error": f"no job {job_id!r}"})
+        else:
+            self._json(200, {"total": total})
 
     def do_DELETE(self) -> None:
         if urlsplit(self.path).path == "/_sim/fault":

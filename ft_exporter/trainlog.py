@@ -30,6 +30,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from enum import Enum
 from types import MappingProxyType
 
@@ -49,6 +50,11 @@ _PREFIX = re.compile(
 )
 _NUMBER = re.compile(
     r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?|infinity|inf|nan)", _FLAGS
+)
+_TIME = re.compile(
+    r"[ \t]*([0-9]{4})-([0-9]{2})-([0-9]{2})[ T]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:[,.]([0-9]{1,6}))?",
+    re.ASCII,
 )
 _STRING = re.compile(r"'([^'\\\r\n]*)'|\"([^\"\\\r\n]*)\"")
 
@@ -81,6 +87,24 @@ def classify(line: str) -> tuple[LineKind, Record | None]:
 def parse_line(line: str) -> Record | None:
     """The line's record; None for free text or a skipped line."""
     return classify(line)[1]
+
+
+def line_time(line: str, tz: tzinfo) -> float | None:
+    """The time a timestamped line starts with (``2024-10-29 17:11:25,130 - ...``), in ``tz``.
+
+    None for a line without one, or with an impossible date. Read without strptime: a
+    first sight of a job may go through a thousand lines.
+    """
+    match = _TIME.match(line)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    fraction = match[7] or ""
+    try:
+        stamp = datetime(year, month, day, hour, minute, second, tzinfo=tz).timestamp()
+    except ValueError:
+        return None
+    return stamp + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
 
 
 def planned_epochs(hyper_parameters: object) -> float | None:

@@ -142,12 +142,16 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[float, ApiError | None]] = []
+        #: The endpoint of each call (``list`` for a rejected listing).
+        self.endpoints: list[str] = []
 
-    def observe(self, duration: float, error: ApiError | None) -> None:
+    def observe(self, endpoint: str, duration: float, error: ApiError | None) -> None:
         self.calls.append((duration, error))
+        self.endpoints.append(endpoint)
 
     def reject(self, error: ApiError) -> None:
         self.calls.append((-1.0, error))
+        self.endpoints.append("list")
 
     @property
     def codes(self) -> list[tuple[str, str] | None]:
@@ -210,6 +214,7 @@ def api_errors(exp: Exporter, code: str, http_status: str) -> float:
         exp.metrics(),
         "dashscope_finetune_api_errors_total",
         account="default",
+        endpoint="list",
         code=code,
         http_status=http_status,
     )

@@ -317,7 +317,10 @@ def test_the_exporter_counts_a_trickle_as_timeout_within_its_timeout(
     duration = value(text, "dashscope_finetune_sweep_duration_seconds", account="default")
     assert duration is not None
     assert REQUEST_TIMEOUT - 0.1 <= duration < REQUEST_TIMEOUT + MARGIN
-    assert value(text, "dashscope_finetune_api_requests_total", account="default") == 1
+    assert (
+        value(text, "dashscope_finetune_api_requests_total", account="default", endpoint="list")
+        == 1
+    )
     assert value(text, "dashscope_finetune_sweep_failures_total", account="default") == 1
     assert value(text, "dashscope_finetune_up", account="default") == 0
 

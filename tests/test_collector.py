@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import fixtures as fx
 import pytest
@@ -17,7 +18,7 @@ from ft_exporter.collector import (
     select_aggregate_series,
     select_job_series,
 )
-from ft_exporter.model import ExporterState, Job, Snapshot
+from ft_exporter.model import ExporterState, Job, Snapshot, Training
 
 
 def job(
@@ -225,7 +226,7 @@ def test_describe_names_every_family() -> None:
     collector = FineTuneCollector(ExporterState, CollectorSettings())
     names = {m.name for m in collector.describe()}
     assert "dashscope_finetune_jobs" in names and "dashscope_finetune_up" in names
-    assert len(names) == 13
+    assert len(names) == 24  # 13 from the job list and status, 11 from training logs
 
 
 # --- Exact values for what scripts/mutation.sh found unpinned ----------------------------
@@ -256,6 +257,35 @@ HELP = {
         "Unix time the job ended (only for ended jobs)."
     ),
     "dashscope_finetune_job_usage_tokens": "Tokens consumed by the job.",
+    "dashscope_finetune_job_train_loss": (
+        "Latest training loss in the job's log (train_loss once the run has ended); NaN or "
+        "infinite when the run diverged."
+    ),
+    "dashscope_finetune_job_eval_loss": "Latest evaluation loss in the job's log.",
+    "dashscope_finetune_job_eval_loss_min": (
+        "Lowest finite evaluation loss in the job's log so far."
+    ),
+    "dashscope_finetune_job_learning_rate": "Latest learning rate in the job's log.",
+    "dashscope_finetune_job_epoch": "Highest epoch the job's log has reached (fractional).",
+    "dashscope_finetune_job_epochs": (
+        "Epochs the job plans to run (n_epochs of its hyper_parameters)."
+    ),
+    "dashscope_finetune_job_progress_ratio": "Epoch reached over epochs planned, 0 to 1.",
+    "dashscope_finetune_job_estimated_end_timestamp_seconds": (
+        "Unix time a running job ends if it keeps its pace since it started running (or since "
+        "it was created)."
+    ),
+    "dashscope_finetune_job_log_lines": (
+        "Lines the job's training log holds (its total, as last read)."
+    ),
+    "dashscope_finetune_job_log_last_growth_timestamp_seconds": (
+        "Unix time the exporter last saw the job's log grow (at first sight: its newest "
+        "timestamped line)."
+    ),
+    "dashscope_finetune_job_log_unparsed_lines": (
+        "Lines of the job's log read by the exporter that held no record of values (free "
+        "text, too long, malformed)."
+    ),
     "dashscope_finetune_quota_limit_jobs": (
         "The account's limit of running-or-succeeded jobs (from --quota.limit)."
     ),
@@ -463,3 +493,128 @@ def test_what_is_left_out_is_logged_when_it_changes(caplog: pytest.LogCaptureFix
     text = generate_latest(registry).decode()
     assert value(text, "dashscope_finetune_aggregate_series_dropped", account="default") == 0.0
     assert scrape(job(1, "RUNNING")) == []
+
+
+def training_state(*pairs: tuple[Job, Training], taken_at: float = 1600.0) -> ExporterState:
+    snapshot = Snapshot(
+        tuple(j for j, _ in pairs),
+        taken_at=taken_at,
+        training={j.job_id: t for j, t in pairs},
+    )
+    return ExporterState(snapshot, up=True, last_success=taken_at, last_sweep_duration=0.1)
+
+
+def training_series(text: str) -> dict[str, dict[str, float]]:
+    """Each training family's samples, by job_id (NaN kept, compared by the caller)."""
+    out: dict[str, dict[str, float]] = {}
+    for (name, labels), v in samples(text).items():
+        if (
+            name.startswith("dashscope_finetune_job_")
+            and name.removeprefix("dashscope_finetune_") in TRAINING_NAMES
+        ):
+            out.setdefault(dict(labels)["job_id"], {})[name.removeprefix("dashscope_finetune_")] = v
+    return out
+
+
+TRAINING_NAMES = {
+    "job_train_loss",
+    "job_eval_loss",
+    "job_eval_loss_min",
+    "job_learning_rate",
+    "job_epoch",
+    "job_epochs",
+    "job_progress_ratio",
+    "job_estimated_end_timestamp_seconds",
+    "job_log_lines",
+    "job_log_last_growth_timestamp_seconds",
+    "job_log_unparsed_lines",
+}
+
+
+def test_training_series_of_a_running_job_have_their_exact_values() -> None:
+    running = dataclasses.replace(job(1, "RUNNING", created=1000.0), n_epochs=3.0)
+    training = Training(
+        train_loss=math.nan,
+        eval_loss=0.5,
+        eval_loss_min=0.4,
+        learning_rate=1.6e-5,
+        epoch=1.5,
+        log_lines=120,
+        last_growth=1590.0,
+        unparsed_lines=7,
+    )
+    got = training_series(render(training_state((running, training)), now=1601.0))
+    values = got["ft-001"]
+    assert math.isnan(values.pop("job_train_loss"))
+    assert values == {
+        "job_eval_loss": 0.5,
+        "job_eval_loss_min": 0.4,
+        "job_learning_rate": 1.6e-5,
+        "job_epoch": 1.5,
+        "job_epochs": 3.0,
+        "job_progress_ratio": 0.5,
+        # Half done 600 s after creation: ends 600 s later, at the snapshot's pace.
+        "job_estimated_end_timestamp_seconds": 2200.0,
+        "job_log_lines": 120.0,
+        "job_log_last_growth_timestamp_seconds": 1590.0,
+        "job_log_unparsed_lines": 7.0,
+    }
+
+
+def test_a_start_seen_happening_times_the_estimate_and_progress_is_clamped() -> None:
+    seen_start = dataclasses.replace(job(1, "RUNNING", created=1000.0), n_epochs=4.0)
+    past_plan = dataclasses.replace(job(2, "RUNNING", created=1000.0), n_epochs=2.0)
+    got = training_series(
+        render(
+            training_state(
+                (seen_start, Training(epoch=1.0, running_since=1400.0)),
+                (past_plan, Training(epoch=2.5)),
+            )
+        )
+    )
+    assert got["ft-001"]["job_progress_ratio"] == 0.25
+    assert got["ft-001"]["job_estimated_end_timestamp_seconds"] == 1400.0 + 200.0 * 4
+    assert got["ft-002"]["job_progress_ratio"] == 1.0
+    assert got["ft-002"]["job_estimated_end_timestamp_seconds"] == 1600.0
+
+
+def test_what_is_not_known_is_absent_not_zero() -> None:
+    no_plan = job(1, "RUNNING")  # no n_epochs: no progress, no estimate
+    no_epoch = dataclasses.replace(job(2, "RUNNING"), n_epochs=3.0)
+    ended = dataclasses.replace(job(3, "SUCCEEDED", created=1000.0, ended=1500.0), n_epochs=3.0)
+    got = training_series(
+        render(
+            training_state(
+                (no_plan, Training(train_loss=1.0, epoch=1.0, log_lines=3)),
+                (no_epoch, Training(log_lines=0, last_growth=1590.0)),
+                (ended, Training(train_loss=0.9, epoch=3.0, log_lines=40)),
+            )
+        )
+    )
+    assert got["ft-001"] == {
+        "job_train_loss": 1.0,
+        "job_epoch": 1.0,
+        "job_log_lines": 3.0,
+        "job_log_unparsed_lines": 0.0,
+    }
+    assert got["ft-002"] == {
+        "job_epochs": 3.0,
+        "job_log_lines": 0.0,
+        "job_log_last_growth_timestamp_seconds": 1590.0,
+        "job_log_unparsed_lines": 0.0,
+    }
+    # An ended job keeps its last values (while listed) but has no estimated end.
+    assert "job_estimated_end_timestamp_seconds" not in got["ft-003"]
+    assert got["ft-003"]["job_progress_ratio"] == 1.0
+
+
+def test_training_series_follow_the_per_job_cap_and_staleness() -> None:
+    jobs = [
+        (dataclasses.replace(job(n, "RUNNING"), n_epochs=3.0), Training(epoch=1.0))
+        for n in (1, 2, 3)
+    ]
+    state = training_state(*jobs)
+    assert set(training_series(render(state, max_job_series=2))) == {"ft-003", "ft-002"}
+    stale = render(state, now=1600.0 + 901.0)
+    assert training_series(stale) == {}
+    assert "dashscope_finetune_job_train_loss" not in stale  # withdrawn with the job state

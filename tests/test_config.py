@@ -147,6 +147,31 @@ def test_listen_addresses(text: str, pair: tuple[str, int]) -> None:
             "--log.format must be one of logfmt, json",
         ),
         (["--no-such-flag"], {"DASHSCOPE_API_KEY": KEY}, "unrecognized arguments: --no-such-flag"),
+        (
+            ["--logs.max-jobs=-1"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "--logs.max-jobs must be between 0 and 1000, got -1",
+        ),
+        (
+            [],
+            {"DASHSCOPE_API_KEY": KEY, "FT_EXPORTER_LOGS_MAX_JOBS": "1001"},
+            "--logs.max-jobs must be between 0 and 1000, got 1001",
+        ),
+        (
+            [],
+            {"DASHSCOPE_API_KEY": KEY, "FT_EXPORTER_LOGS_MAX_JOBS": "twenty"},
+            "argument --logs.max-jobs: not a whole number: 'twenty'",
+        ),
+        (
+            ["--logs.max-lines-per-sweep=0"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "--logs.max-lines-per-sweep must be between 1 and 100000, got 0",
+        ),
+        (
+            [],
+            {"DASHSCOPE_API_KEY": KEY, "FT_EXPORTER_LOGS_MAX_LINES_PER_SWEEP": "1e9"},
+            "argument --logs.max-lines-per-sweep: not a whole number: '1e9'",
+        ),
     ],
 )
 @pytest.mark.e2e
@@ -210,3 +235,10 @@ def test_readme_documents_every_flag() -> None:
     helptext = run_cli("--help").stdout
     offered = set(re.findall(r"^\s+(--[a-z][a-z.-]+)", helptext, re.MULTILINE))
     assert documented == offered - {"--help", "--version"}
+
+
+def test_demo_sweeps_every_10s_unless_told_otherwise() -> None:
+    assert config.load(["--demo"], {}).poll_interval == 10.0
+    assert config.load(["--demo", "--poll.interval=30s"], {}).poll_interval == 30.0
+    assert config.load(["--demo"], {"FT_EXPORTER_POLL_INTERVAL": "2m"}).poll_interval == 120.0
+    assert config.load([], {"DASHSCOPE_API_KEY": KEY}).poll_interval == 60.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -283,10 +284,18 @@ def test_issue_panels_are_present() -> None:
         in by_title["Tokens used by model and training type"]["targets"][0]["expr"]
     )
     errors = by_title["API errors by code"]
-    throttling = [
-        o for o in errors["fieldConfig"]["overrides"] if o["matcher"]["options"] == "Throttling"
+    [throttling] = [
+        o["matcher"]
+        for o in errors["fieldConfig"]["overrides"]
+        if "Throttling" in str(o["matcher"])
     ]
-    assert throttling, "Throttling is highlighted"
+    # Series are named "<code> <endpoint>": Throttling is highlighted on both endpoints, and
+    # only Throttling (Grafana anchors a regexp not written as /.../ at both ends).
+    assert errors["targets"][0]["legendFormat"] == "{{code}} {{endpoint}}"
+    assert throttling["id"] == "byRegexp"
+    pattern = re.compile(throttling["options"])
+    assert all(pattern.fullmatch(f"Throttling {e}") for e in ("list", "logs"))
+    assert not pattern.fullmatch("InternalError logs")
     latency = " ".join(t["expr"] for t in by_title["API request latency"]["targets"])
     assert latency.count("histogram_quantile(") == 3
     assert "_bucket" in latency
@@ -298,6 +307,117 @@ def test_issue_panels_are_present() -> None:
     assert "dashscope_finetune_up{" in up
     assert "sweep_duration_seconds" in by_title["Sweep duration"]["targets"][0]["expr"]
     assert "api_requests_total" in by_title["API request rate"]["targets"][0]["expr"]
+
+
+#: The Training row's table: column title -> the metric behind it.
+TRAINING_COLUMNS = {
+    "Progress": "dashscope_finetune_job_progress_ratio",
+    "Epoch": "dashscope_finetune_job_epoch",
+    "Epochs": "dashscope_finetune_job_epochs",
+    "Train loss": "dashscope_finetune_job_train_loss",
+    "Eval loss": "dashscope_finetune_job_eval_loss",
+    "Eval loss min": "dashscope_finetune_job_eval_loss_min",
+    "Learning rate": "dashscope_finetune_job_learning_rate",
+    "Estimated end": "dashscope_finetune_job_estimated_end_timestamp_seconds",
+    "Log last grew": "dashscope_finetune_job_log_last_growth_timestamp_seconds",
+}
+RUNNING_JOIN = (
+    "* on (job, instance, account, job_id) group_left (job_name, model)\n"
+    '    dashscope_finetune_job_info{job=~"$job", account=~"$account", model=~"$model", '
+    'status="RUNNING"}'
+)
+
+
+def rows(dashboard: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Each row's title with the panels below it, in order (the rows are not collapsed)."""
+    out: list[tuple[str, list[dict[str, Any]]]] = []
+    for panel in sorted(dashboard["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"])):
+        if panel["type"] == "row":
+            assert not panel["collapsed"], panel["title"]
+            out.append((panel["title"], []))
+        else:
+            out[-1][1].append(panel)
+    return out
+
+
+def test_training_row_follows_jobs_and_shows_running_jobs_only() -> None:
+    layout = rows(load_dashboard())
+    titles = [title for title, _ in layout]
+    assert titles == ["Quota", "Jobs", "Training", "Tokens", "Exporter and API health"]
+    training = {p["title"]: p for p in dict(layout)["Training"]}
+    assert set(training) == {"Train loss", "Eval loss", "Progress", "Running jobs: training"}
+    # Every query of the row: one job's series, named by job_info of a RUNNING job, which
+    # also applies the Model variable.
+    for panel in training.values():
+        for t in panel["targets"]:
+            assert t["expr"].count(RUNNING_JOIN) == 1, (panel["title"], t["expr"])
+            assert 'account=~"$account"' in t["expr"].split(RUNNING_JOIN)[0], panel["title"]
+    for title, metric in (
+        ("Train loss", "dashscope_finetune_job_train_loss"),
+        ("Eval loss", "dashscope_finetune_job_eval_loss"),
+    ):
+        [t] = training[title]["targets"]
+        assert training[title]["type"] == "timeseries"
+        assert t["range"] is True
+        assert t["legendFormat"] == "{{job_name}}"
+        assert t["expr"].startswith(metric + "{")
+    progress = training["Progress"]
+    assert progress["type"] == "bargauge"
+    [t] = progress["targets"]
+    assert t["expr"].startswith("dashscope_finetune_job_progress_ratio{")
+    assert t["legendFormat"] == "{{job_name}}"
+    defaults = progress["fieldConfig"]["defaults"]
+    assert (defaults["unit"], defaults["min"], defaults["max"]) == ("percentunit", 0, 1)
+
+
+def test_training_table_columns() -> None:
+    table = next(p for p in data_panels(load_dashboard()) if p["title"] == "Running jobs: training")
+    assert table["type"] == "table"
+    by_ref = {t["refId"]: t for t in table["targets"]}
+    assert all(t["format"] == "table" and t["instant"] for t in by_ref.values())
+    merge, organize = table["transformations"]
+    assert merge["id"] == "merge"
+    rename = organize["options"]["renameByName"]
+    column_metric = {
+        rename[f"Value #{ref}"]: promql.names(t["expr"]).metrics - {"dashscope_finetune_job_info"}
+        for ref, t in by_ref.items()
+    }
+    assert column_metric == {title: {metric} for title, metric in TRAINING_COLUMNS.items()}
+    assert {"Name", "Model", "Job ID", "Account"} <= set(rename.values())
+    order = organize["options"]["indexByName"]
+    assert sorted(order.values()) == list(range(len(order)))
+    units = {
+        o["matcher"]["options"]: p["value"]
+        for o in table["fieldConfig"]["overrides"]
+        for p in o["properties"]
+        if p["id"] == "unit"
+    }
+    assert units["Progress"] == "percentunit"
+    # A date needs milliseconds; an age is now minus the timestamp, in seconds.
+    assert units["Estimated end"] == "dateTimeAsIso"
+    assert " * 1000\n" in by_ref["H"]["expr"]
+    assert units["Log last grew"] == "dtdurations"
+    assert by_ref["I"]["expr"].startswith("(time() - dashscope_finetune_job_log_last_growth")
+    # Red from the stalled alert's threshold on.
+    [grew] = [
+        o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == "Log last grew"
+    ]
+    steps = next(p["value"]["steps"] for p in grew["properties"] if p["id"] == "thresholds")
+    assert [s["value"] for s in steps] == [None, 30 * 60]
+    # A NaN loss shows in red, not as an empty cell.
+    for name in ("Train loss", "Eval loss"):
+        [loss] = [o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == name]
+        mapping = next(p["value"][0] for p in loss["properties"] if p["id"] == "mappings")
+        assert mapping["options"]["match"] == "nan"
+        assert mapping["options"]["result"]["color"] == "red"
+
+
+def test_api_panels_split_by_endpoint() -> None:
+    by_title = {p["title"]: p for p in data_panels(load_dashboard())}
+    for title in ("API request rate", "API errors by code", "API request latency"):
+        for t in by_title[title]["targets"]:
+            assert promql.names(t["expr"]).labels >= {"endpoint"}, title
+            assert "{{endpoint}}" in t["legendFormat"], title
 
 
 def test_every_expression_reads() -> None:

@@ -175,7 +175,13 @@ def start_stack(tmp: Path, scenario: str = "demo") -> Stack:
     try:
         exporter = Exporter(
             tmp,
-            [f"--dashscope.base-url={sim.url}", "--poll.interval=1s"],
+            # A sweep a second: its list page and a log request per running job must fit
+            # in it (at the default 2 requests a second, 3 running jobs would not).
+            [
+                f"--dashscope.base-url={sim.url}",
+                "--poll.interval=1s",
+                "--dashscope.max-requests-per-second=20",
+            ],
             env={"DASHSCOPE_API_KEY": sim.key},
         )
     except BaseException:
@@ -399,7 +405,8 @@ def static_expectations() -> dict[str, dict[Labels, Check]]:
         assert end is not None
         return at(end) * 1000
 
-    sweeps_a_minute = {account: within(48, 72)}  # one sweep (one request) a second
+    sweeps_a_minute = {account: within(48, 72)}  # one sweep a second
+    endpoints = [one(account="default", endpoint=e) for e in ("list", "logs")]
     return {
         "Quota used / A": exact({account: 16 / 20}),
         "Jobs counted / limit / A": exact({account: 16}),
@@ -421,18 +428,91 @@ def static_expectations() -> dict[str, dict[Labels, Check]]:
         "Throttled requests (10 min) / A": exact({account: 0}),
         "Malformed jobs / A": exact({account: 1}),
         "Exporter version / A": exact({info: 1}),
-        "API request rate / A": sweeps_a_minute,
-        "API errors by code / A": exact({one(code=code): 0 for code in ERROR_CODES}),
+        # One list request a sweep, and one log request per RUNNING job (three).
+        "API request rate / A": {
+            one(account="default", endpoint="list"): within(48, 72),
+            one(account="default", endpoint="logs"): within(3 * 48, 3 * 72),
+        },
+        "API errors by code / A": exact(
+            {one(code=code, endpoint=e): 0 for code in ERROR_CODES for e in ("list", "logs")}
+        ),
         # Loopback answers well inside the first bucket (50 ms): its linear interpolation.
-        "API request latency / A": exact({account: 0.05 * 0.5}),
-        "API request latency / B": exact({account: 0.05 * 0.9}),
-        "API request latency / C": exact({account: 0.05 * 0.99}),
+        "API request latency / A": exact({endpoint: 0.05 * 0.5 for endpoint in endpoints}),
+        "API request latency / B": exact({endpoint: 0.05 * 0.9 for endpoint in endpoints}),
+        "API request latency / C": exact({endpoint: 0.05 * 0.99 for endpoint in endpoints}),
+        **training_expectations(),
         "Sweep duration / A": {account: within(0.0001, 0.5)},
         "Sweeps and failed sweeps / A": sweeps_a_minute,
         "Sweeps and failed sweeps / B": exact({account: 0}),
         "Data age over time / A": {account: within(0, 3)},
         "Up over time / A": exact({one(): 1}),
         "Up over time / B": exact({account: 1}),
+    }
+
+
+#: Scripted logs of the static account's RUNNING jobs (posted once its stack is up), and
+#: what the exporter makes of them: (train, eval, eval min, learning rate, epoch); the
+#: three have n_epochs 3.
+STATIC_LOGS: dict[str, list[str]] = {
+    "ft-s04": [
+        " Start training!",
+        "{'loss': 2.0, 'learning_rate': 2e-05, 'epoch': 0.75}",
+        "{'eval_loss': 1.5, 'epoch': 1.0}",
+        "{'loss': 1.25, 'learning_rate': 1e-05, 'epoch': 1.5}",
+        "{'eval_loss': 1.75, 'epoch': 1.5}",
+    ],
+    "ft-s15": ["{'loss': 0.5, 'learning_rate': 5e-06, 'epoch': 3.0}"],
+    "ft-s19": [
+        "{'loss': 3.0, 'learning_rate': 3e-05, 'epoch': 0.25}",
+        "{'eval_loss': 2.5, 'epoch': 0.3}",
+    ],
+}
+STATIC_TRAINING: dict[str, tuple[float, float | None, float | None, float, float]] = {
+    "ft-s04": (1.25, 1.75, 1.5, 1e-05, 1.5),
+    "ft-s15": (0.5, None, None, 5e-06, 3.0),
+    "ft-s19": (3.0, 2.5, 2.5, 3e-05, 0.3),
+}
+
+
+def training_expectations() -> dict[str, dict[Labels, Check]]:
+    """The Training row on the static account: RUNNING jobs with their name and model."""
+
+    def shown(job_id: str) -> Labels:
+        model = STATIC_JOBS[job_id][0]
+        return one(account="default", job_id=job_id, job_name=f"name-{job_id}", model=model)
+
+    def column(index: int) -> dict[Labels, Check]:
+        return {
+            shown(j): equals(v[index])  # type: ignore[arg-type]
+            for j, v in STATIC_TRAINING.items()
+            if v[index] is not None
+        }
+
+    def ends_at_pace(job_id: str) -> Check:
+        # Started (as far as anyone knows) at creation; ends at its pace so far, in ms.
+        created = at(STATIC_JOBS[job_id][3])
+        progress = STATIC_TRAINING[job_id][4] / 3
+
+        def check(v: float, now: float) -> bool:
+            return abs(v / 1000 - (created + (now - created) / progress)) <= 10 / progress
+
+        return check
+
+    progress = {shown(j): equals(min(v[4] / 3, 1.0)) for j, v in STATIC_TRAINING.items()}
+    return {
+        "Train loss / A": column(0),
+        "Eval loss / A": column(1),
+        "Progress / A": progress,
+        "Running jobs: training / A": progress,
+        "Running jobs: training / B": column(4),
+        "Running jobs: training / C": {shown(j): equals(3.0) for j in STATIC_TRAINING},
+        "Running jobs: training / D": column(0),
+        "Running jobs: training / E": column(1),
+        "Running jobs: training / F": column(2),
+        "Running jobs: training / G": column(3),
+        "Running jobs: training / H": {shown(j): ends_at_pace(j) for j in STATIC_TRAINING},
+        # Read at first sight, within the stack's first minute: no timestamped line.
+        "Running jobs: training / I": {shown(j): within(0, 120) for j in STATIC_TRAINING},
     }
 
 
@@ -452,6 +532,18 @@ def static(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = start_stack(tmp_path_factory.mktemp("static"), scenario="static")
     try:
         stack.wait_healthy()
+        for job_id, lines in STATIC_LOGS.items():
+            http_json(stack.sim.url + "/_sim/logs", "POST", {"job_id": job_id, "lines": lines})
+        wait_for(
+            lambda: all(
+                samples(stack.exporter.metrics()).get(
+                    ("dashscope_finetune_job_log_lines", one(account="default", job_id=j))
+                )
+                == len(lines)
+                for j, lines in STATIC_LOGS.items()
+            ),
+            what="the scripted logs read",
+        )
         yield stack
     finally:
         stop_stack(stack)
@@ -507,7 +599,8 @@ def test_every_dashboard_query_has_its_exact_value_on_the_static_account(static:
                     ok = expected[where][labels]
                     assert all(ok(v, now) for v in values), (where, dict(labels), values)
                 checked += 1
-    assert checked == 90, checked  # 30 targets, two variable sets, instant and range
+    # 42 targets, two variable sets, instant and (17 of them) range.
+    assert checked == 2 * (42 + 17), checked
 
 
 @pytest.mark.xdist_group("prometheus-healthy")  # one healthy stack per run
@@ -549,7 +642,16 @@ def test_every_name_in_dashboard_and_rules_is_served(healthy: Stack) -> None:
     assert used.labels | legends <= label_names, (used.labels | legends) - label_names
     # And every function is one Prometheus knows (it answered every query above with
     # success, but check the names read too).
-    known = {"sum", "max", "rate", "increase", "histogram_quantile", "time", "absent"}
+    known = {
+        "sum",
+        "max",
+        "rate",
+        "increase",
+        "histogram_quantile",
+        "time",
+        "absent",
+        "label_replace",
+    }
     assert used.functions <= known, used.functions - known
 
 
@@ -561,6 +663,7 @@ def test_throttling_fires_the_real_rule(fresh: Stack) -> None:
         "alertname": "DashScopeFineTuneThrottled",
         "account": "default",
         "code": "Throttling",
+        "endpoint": "list",
         "instance": f"127.0.0.1:{fresh.exporter.port}",
         "job": "ft-exporter",
         "severity": "warning",
@@ -624,3 +727,91 @@ def test_failed_and_stuck_jobs_fire_the_real_rules(
     assert stuck["labels"]["job_id"] == "ft-e2e-queued"
     assert stuck["labels"]["status"] == "QUEUING"
     assert 7 * 3600 - 60 < float(stuck["value"]) < 7 * 3600 + 60
+
+
+# --- training telemetry: each problem scenario raises its alert, for its job only -------
+
+
+@pytest.mark.parametrize(
+    ("scenario", "alert", "state", "job_id", "labels"),
+    [
+        # No `for:`: a diverged run does not recover.
+        (
+            "diverging",
+            "DashScopeFineTuneLossNotFinite",
+            "firing",
+            "ft-diverging",
+            {"loss": "train"},
+        ),
+        # Pending at once (the log stopped 40 min before the exporter started); 5 m to fire.
+        ("stalled", "DashScopeFineTuneTrainingStalled", "pending", "ft-stalled", {}),
+        # Pending at once; fires after its 15 m.
+        ("overfitting", "DashScopeFineTuneEvalLossRising", "pending", "ft-overfitting", {}),
+    ],
+)
+def test_training_problems_fire_the_real_rules(
+    tmp_path: Path,
+    scenario: str,
+    alert: str,
+    state: str,
+    job_id: str,
+    labels: dict[str, str],
+) -> None:
+    require_tool("prometheus")
+    stack = start_stack(tmp_path, scenario=scenario)
+    try:
+        stack.wait_healthy()
+        found = stack.wait_alert(alert, state, timeout=60)
+        severity = {
+            "DashScopeFineTuneLossNotFinite": "critical",
+            "DashScopeFineTuneTrainingStalled": "warning",
+            "DashScopeFineTuneEvalLossRising": "info",
+        }[alert]
+        assert {k: found["labels"][k] for k in ("job_id", "job_name", "status", "severity")} == {
+            "job_id": job_id,
+            "job_name": job_id,
+            "status": "RUNNING",
+            "severity": severity,
+        }
+        assert {k: found["labels"][k] for k in labels} == labels
+        value = float(found["value"])
+        if scenario == "diverging":
+            assert value != value  # NaN
+        elif scenario == "stalled":
+            assert 40 * 60 - 60 <= value <= 40 * 60 + 600
+        else:
+            assert value > 1.1  # eval loss over its minimum
+        # Over a few more evaluations, the healthy job beside it raises nothing.
+        start = stack.prom.evaluations()
+        wait_for(lambda: stack.prom.evaluations() >= start + 3, 20, 0.25, "three evaluations")
+        training_alerts = {
+            (a["labels"]["alertname"], a["labels"].get("job_id"))
+            for a in stack.prom.alerts()
+            if a["labels"]["alertname"]
+            in (
+                "DashScopeFineTuneLossNotFinite",
+                "DashScopeFineTuneTrainingStalled",
+                "DashScopeFineTuneEvalLossRising",
+            )
+        }
+        assert training_alerts == {(alert, job_id)}
+    finally:
+        stop_stack(stack)
+
+
+def test_a_throttled_log_endpoint_fires_throttled_for_logs_and_keeps_up(fresh: Stack) -> None:
+    assert fresh.prom.alerts() == []
+    fresh.sim.fault("throttle", endpoint="logs")
+    alert = fresh.wait_alert("DashScopeFineTuneThrottled", "firing")
+    assert alert["labels"]["endpoint"] == "logs"
+    assert alert["labels"]["code"] == "Throttling"
+    job = fresh.prom.job
+    assert result_values(fresh.prom.query(f'dashscope_finetune_up{{job="{job}"}}')) == {
+        one(account="default"): [1.0]
+    }
+    throttled = {
+        a["labels"].get("endpoint")
+        for a in fresh.prom.alerts()
+        if a["labels"]["alertname"] == "DashScopeFineTuneThrottled"
+    }
+    assert throttled == {"logs"}

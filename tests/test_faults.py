@@ -162,7 +162,10 @@ REJECTED_AS_A_WHOLE = [
 def counters(exp: Exporter) -> dict[str, float]:
     text = exp.metrics()
     return {
-        "requests": value(text, "dashscope_finetune_api_requests_total", account="default") or 0,
+        "requests": value(
+            text, "dashscope_finetune_api_requests_total", account="default", endpoint="list"
+        )
+        or 0,
         "sweeps": value(text, "dashscope_finetune_sweeps_total", account="default") or 0,
         "failures": value(text, "dashscope_finetune_sweep_failures_total", account="default") or 0,
         "up": value(text, "dashscope_finetune_up", account="default") or 0,

@@ -71,14 +71,17 @@ def test_static_account_exact_values(
     assert value(text, "dashscope_finetune_malformed_jobs", account="default") == 1
     assert value(text, "dashscope_finetune_up", account="default") == 1
     # 20 list entries at 7 per page: exactly 3 requests, no errors.
-    assert value(text, "dashscope_finetune_api_requests_total", account="default") == 3
+    assert (
+        value(text, "dashscope_finetune_api_requests_total", account="default", endpoint="list")
+        == 3
+    )
     assert simulator.stats()["list_requests"] == 3
     # Every error series an alert or panel reads is there at 0 from the first scrape, the
     # client's own codes included: an absent series is not a zero to rate() or increase().
     errors = {
         (dict(labels)["code"], dict(labels)["http_status"]): v
         for (name, labels), v in got.items()
-        if name == "dashscope_finetune_api_errors_total"
+        if name == "dashscope_finetune_api_errors_total" and dict(labels)["endpoint"] == "list"
     }
     assert errors == {
         ("InvalidParameter", "400"): 0,
@@ -152,7 +155,15 @@ def test_concurrent_scrapes_cause_no_api_requests(
         thread.join(30)
     assert results == [200] * 50
     assert simulator.stats()["list_requests"] == before == 3
-    assert value(exp.metrics(), "dashscope_finetune_api_requests_total", account="default") == 3
+    assert (
+        value(
+            exp.metrics(),
+            "dashscope_finetune_api_requests_total",
+            account="default",
+            endpoint="list",
+        )
+        == 3
+    )
 
 
 def test_failed_sweeps_keep_last_values_count_errors_and_recover(
@@ -188,6 +199,7 @@ def test_failed_sweeps_keep_last_values_count_errors_and_recover(
         text,
         "dashscope_finetune_api_errors_total",
         account="default",
+        endpoint="list",
         code="Throttling",
         http_status="429",
     )
@@ -207,6 +219,7 @@ def test_failed_sweeps_keep_last_values_count_errors_and_recover(
                 text,
                 "dashscope_finetune_api_errors_total",
                 account="default",
+                endpoint="list",
                 code="InvalidResponse",
                 http_status="502",
             )
@@ -340,6 +353,7 @@ def test_wrong_key_is_counted_and_never_logged(
                     exp.metrics(),
                     "dashscope_finetune_api_errors_total",
                     account="default",
+                    endpoint="list",
                     code="InvalidApiKey",
                     http_status="401",
                 )

@@ -216,8 +216,8 @@ def three_sweeps_and_no_failure(exp: Exporter) -> None:
     assert leaked(exp.output() + text, KEY) == []
 
 
-def metric(exp: Exporter, name: str) -> float:
-    return value(exp.metrics(), name, account="default") or 0
+def metric(exp: Exporter, name: str, **labels: str) -> float:
+    return value(exp.metrics(), name, account="default", **labels) or 0
 
 
 class Clock:
@@ -310,9 +310,12 @@ def test_a_rotated_key_file_is_used_without_a_restart(
         volume.publish(NEW_KEY + "\n")
         wait_for(lambda: metric(exp, "dashscope_finetune_up") == 1, what="the new key used")
         refused = api_errors(exp, "InvalidApiKey", "401")
-        requests = metric(exp, "dashscope_finetune_api_requests_total")
+        requests = metric(exp, "dashscope_finetune_api_requests_total", endpoint="list")
         wait_for(
-            lambda: metric(exp, "dashscope_finetune_api_requests_total") >= requests + 3,
+            lambda: (
+                metric(exp, "dashscope_finetune_api_requests_total", endpoint="list")
+                >= requests + 3
+            ),
             what="three more requests",
         )
         assert api_errors(exp, "InvalidApiKey", "401") == refused
@@ -320,9 +323,12 @@ def test_a_rotated_key_file_is_used_without_a_restart(
         # A rotation to a file that holds no key keeps the last good one, with one error.
         volume.publish("\ufeff\n")
         wait_for(lambda: "is empty; keeping the previous key" in exp.output(), what="refusal")
-        requests = metric(exp, "dashscope_finetune_api_requests_total")
+        requests = metric(exp, "dashscope_finetune_api_requests_total", endpoint="list")
         wait_for(
-            lambda: metric(exp, "dashscope_finetune_api_requests_total") >= requests + 3,
+            lambda: (
+                metric(exp, "dashscope_finetune_api_requests_total", endpoint="list")
+                >= requests + 3
+            ),
             what="three more requests",
         )
         assert metric(exp, "dashscope_finetune_up") == 1

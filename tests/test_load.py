@@ -35,7 +35,9 @@ def test_200_concurrent_scrapers_while_sweeps_run(
     api_side = simulator.stats()["list_requests"]
     text = exp.metrics()
     sweeps = value(text, "dashscope_finetune_sweeps_total", account="default")
-    requests = value(text, "dashscope_finetune_api_requests_total", account="default")
+    requests = value(
+        text, "dashscope_finetune_api_requests_total", account="default", endpoint="list"
+    )
     assert sweeps is not None and sweeps >= 1
     # Each sweep is 3 pages (20 entries at 7 a page); scrapes add nothing.
     assert requests is not None and 3 * sweeps <= requests <= 3 * sweeps + 2

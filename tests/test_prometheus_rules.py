@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ ALERTS = PROM_DIR / "alerts.yml"
 ALERT_TESTS = PROM_DIR / "alerts.test.yml"
 PROM_CONFIG = PROM_DIR / "prometheus.yml"
 AM_CONFIG = PROM_DIR / "alertmanager.yml"
+README = ROOT / "README.md"
 
 #: The alerts the issue asks for, no more, no fewer.
 EXPECTED_ALERTS = {
@@ -26,6 +28,9 @@ EXPECTED_ALERTS = {
     "DashScopeFineTuneQuotaFull": "critical",
     "DashScopeFineTuneJobFailed": "warning",
     "DashScopeFineTuneJobStuck": "warning",
+    "DashScopeFineTuneLossNotFinite": "critical",
+    "DashScopeFineTuneTrainingStalled": "warning",
+    "DashScopeFineTuneEvalLossRising": "info",
     "DashScopeFineTuneExporterDown": "warning",
     "DashScopeFineTuneDataStale": "warning",
     "DashScopeFineTuneAPIErrors": "warning",
@@ -60,19 +65,61 @@ def test_promtool_unit_tests_pass() -> None:
     assert "SUCCESS" in result.stdout
 
 
+#: Thresholds moved by a little, each with the alert whose unit tests must then fail.
+THRESHOLD_CHANGES = [
+    (">= 0.8  # THRESHOLD", ">= 0.81  # THRESHOLD", "DashScopeFineTuneQuotaNearlyFull"),
+    (
+        "> 30 * 60)  # THRESHOLD seconds",
+        "> 29 * 60)  # THRESHOLD seconds",
+        "DashScopeFineTuneTrainingStalled",
+    ),
+    (
+        "> 1.1  # THRESHOLD ratio",
+        "> 1.09  # THRESHOLD ratio",
+        "DashScopeFineTuneEvalLossRising",
+    ),
+    (
+        "< 30 * 60  # THRESHOLD growing",
+        "< 31 * 60  # THRESHOLD growing",
+        "DashScopeFineTuneJobStuck",
+    ),
+    (
+        "< 24 * 3600  # THRESHOLD end near",
+        "< 25 * 3600  # THRESHOLD end near",
+        "DashScopeFineTuneJobStuck",
+    ),
+    # The non-finite test, loosened to "above 1e300", lets a finite loss through.
+    (
+        "dashscope_finetune_job_train_loss > -Inf < +Inf",
+        "dashscope_finetune_job_train_loss > -Inf < 1e300",
+        "DashScopeFineTuneLossNotFinite",
+    ),
+    # NotFound on the log endpoint counted after all.
+    (
+        'unless dashscope_finetune_api_errors_total{endpoint="logs", code="NotFound"}',
+        'unless dashscope_finetune_api_errors_total{endpoint="none"}',
+        "DashScopeFineTuneAPIErrors",
+    ),
+]
+
+
 @pytest.mark.e2e
-def test_promtool_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
-    """The unit tests pin the thresholds: moving one (here 80 % to 81 %) makes them fail."""
+@pytest.mark.parametrize(("old", "new", "alert"), THRESHOLD_CHANGES)
+def test_promtool_unit_tests_catch_a_changed_threshold(
+    tmp_path: Path, old: str, new: str, alert: str
+) -> None:
+    """The unit tests pin the thresholds: moving one (e.g. 80 % to 81 %) makes them fail."""
     promtool = require_tool("promtool")
     text = ALERTS.read_text()
-    assert text.count(">= 0.8  # THRESHOLD") == 1
-    (tmp_path / "alerts.yml").write_text(
-        text.replace(">= 0.8  # THRESHOLD", ">= 0.81  # THRESHOLD")
-    )
+    assert text.count(old) == 1
+    (tmp_path / "alerts.yml").write_text(text.replace(old, new))
     (tmp_path / ALERT_TESTS.name).write_text(ALERT_TESTS.read_text())
     result = run([promtool, "test", "rules", ALERT_TESTS.name], cwd=tmp_path)
     assert result.returncode != 0
-    assert "DashScopeFineTuneQuotaNearlyFull" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert f"alertname: {alert}," in output
+    failed = set(re.findall(r"alertname: (\w+),", output))
+    assert failed == {alert}, failed
 
 
 def test_rules_are_the_issue_alerts_with_severity_and_guidance() -> None:
@@ -115,7 +162,7 @@ def test_every_threshold_is_marked() -> None:
     ]
     assert for_lines
     assert all(line.endswith("# THRESHOLD") for line in for_lines), for_lines
-    assert marked >= 8
+    assert marked >= 13
 
 
 def test_every_alert_has_firing_and_quiet_unit_tests() -> None:
@@ -127,6 +174,65 @@ def test_every_alert_has_firing_and_quiet_unit_tests() -> None:
     assert firing == set(EXPECTED_ALERTS)
     assert quiet == set(EXPECTED_ALERTS)
     assert load(ALERT_TESTS)["rule_files"] == ["alerts.yml"]
+
+
+def test_loss_alert_is_tested_on_nan_and_both_infinities() -> None:
+    """PromQL sees NaN only through comparisons: the unit tests feed it real NaN and Inf."""
+    values = " ".join(
+        series["values"]
+        for group in load(ALERT_TESTS)["tests"]
+        for series in group.get("input_series", [])
+        if series["series"].startswith(
+            ("dashscope_finetune_job_train_loss", "dashscope_finetune_job_eval_loss{")
+        )
+    ).split()
+    assert {"NaN", "Inf", "-Inf"} <= set(values)
+
+
+def header_table() -> dict[str, str]:
+    """The header comment of alerts.yml: alert name -> its line of thresholds."""
+    rows: dict[str, str] = {}
+    for line in ALERTS.read_text().splitlines():
+        match = re.match(r"#   (DashScopeFineTune\w+)\s+(.*)", line)
+        if match:
+            rows[match.group(1)] = match.group(2)
+    return rows
+
+
+def readme_table() -> dict[str, list[str]]:
+    """The alert table of the README: alert name -> its cells."""
+    section = README.read_text().split("### The alerts", 1)[1].split("\n### ", 1)[0]
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        match = re.match(r"\| `(DashScopeFineTune\w+)` \|(.*)\|$", line)
+        if match:
+            rows[match.group(1)] = [cell.strip() for cell in match.group(2).split("|")]
+    return rows
+
+
+def test_every_alert_is_in_the_header_and_readme_tables() -> None:
+    """Whoever looks for a threshold finds each alert in both tables, with its severity."""
+    assert set(header_table()) == set(EXPECTED_ALERTS)
+    readme = readme_table()
+    assert list(readme) == list(EXPECTED_ALERTS)
+    for name, severity in EXPECTED_ALERTS.items():
+        assert readme[name][0] == severity, name
+        assert len(readme[name]) == 3, name
+
+
+def test_new_thresholds_are_in_both_tables() -> None:
+    header, readme = header_table(), readme_table()
+    assert "30m" in header["DashScopeFineTuneTrainingStalled"]
+    assert "5m" in header["DashScopeFineTuneTrainingStalled"]
+    assert "1.1" in header["DashScopeFineTuneEvalLossRising"]
+    assert "15m" in header["DashScopeFineTuneEvalLossRising"]
+    assert "30 minutes" in readme["DashScopeFineTuneTrainingStalled"][1]
+    assert "10 %" in readme["DashScopeFineTuneEvalLossRising"][1]
+    assert "15 minutes" in readme["DashScopeFineTuneEvalLossRising"][1]
+    stuck = readme["DashScopeFineTuneJobStuck"][1]
+    assert "30 minutes" in stuck
+    assert "24 hours" in stuck
+    assert "NotFound" in readme["DashScopeFineTuneAPIErrors"][1]
 
 
 @pytest.mark.e2e
@@ -163,6 +269,38 @@ def test_example_alertmanager_config_is_valid() -> None:
     assert "SUCCESS" in result.stdout
 
 
+def am_matchers() -> list[str]:
+    """Every matcher in the Alertmanager example's routes and inhibit rules."""
+    config = load(AM_CONFIG)
+    found: list[str] = []
+    routes = list(config["route"].get("routes", []))
+    while routes:
+        route = routes.pop()
+        found += route.get("matchers", [])
+        routes += route.get("routes", [])
+    for rule in config["inhibit_rules"]:
+        found += rule["source_matchers"] + rule["target_matchers"]
+    return found
+
+
+def test_alertmanager_example_names_only_real_alerts_and_severities() -> None:
+    """A misspelt alert name in a route or inhibit rule matches nothing, silently."""
+    checked = 0
+    for matcher in am_matchers():
+        match = re.fullmatch(r'(\w+) (=~|=) "([^"]*)"', matcher)
+        assert match, matcher
+        label, op, value = match.groups()
+        if label == "alertname":
+            # "Prefix(A|B)" or a plain name: each alternative is one alert.
+            group = re.fullmatch(r"(\w+)\(([\w|]+)\)", value) if op == "=~" else None
+            names = [group[1] + alt for alt in group[2].split("|")] if group else [value]
+            assert set(names) <= set(EXPECTED_ALERTS), matcher
+        elif label == "severity":
+            assert value in set(EXPECTED_ALERTS.values()), matcher
+        checked += 1
+    assert checked >= 10
+
+
 @pytest.mark.parametrize(
     ("labels", "receiver"),
     [
@@ -171,6 +309,22 @@ def test_example_alertmanager_config_is_valid() -> None:
         (["alertname=DashScopeFineTuneQuotaNearlyFull", "severity=warning"], "fine-tune-team"),
         (["alertname=DashScopeFineTuneJobFailed", "severity=warning"], "fine-tune-team"),
         (["alertname=DashScopeFineTuneExporterDown", "severity=warning"], "exporter-operators"),
+        (
+            ["alertname=DashScopeFineTuneThrottled", "severity=warning", "endpoint=logs"],
+            "exporter-operators",
+        ),
+        (
+            ["alertname=DashScopeFineTuneAPIErrors", "severity=warning", "endpoint=logs"],
+            "exporter-operators",
+        ),
+        (
+            ["alertname=DashScopeFineTuneLossNotFinite", "severity=critical"],
+            "fine-tune-team-urgent",
+        ),
+        (["alertname=DashScopeFineTuneTrainingStalled", "severity=warning"], "fine-tune-team"),
+        (["alertname=DashScopeFineTuneJobStuck", "severity=warning"], "fine-tune-team"),
+        # Info never pages: a receiver of its own, never the urgent one.
+        (["alertname=DashScopeFineTuneEvalLossRising", "severity=info"], "fine-tune-team-info"),
     ],
 )
 @pytest.mark.e2e
