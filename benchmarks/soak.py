@@ -23,11 +23,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ft_exporter import simulator
 from ft_exporter.client import FineTuneClient
-from ft_exporter.collector import CollectorSettings, FineTuneCollector
+from ft_exporter.collector import CollectorSettings, FineTuneCollector, single
 from ft_exporter.poller import Poller
 from ft_exporter.retry import RetryPolicy
 from ft_exporter.secret import Secret
-from ft_exporter.selfmetrics import ExporterMetrics
+from ft_exporter.selfmetrics import SelfMetrics
 
 FAULTS = ["throttle", "truncated", "html502", "total_high", "none"]
 
@@ -60,7 +60,7 @@ def run_soak(sweeps: int = 300) -> SoakResult:
     sim = simulator.serve(key="sk-soak", scenario="static")
     try:
         registry = CollectorRegistry()
-        metrics = ExporterMetrics(registry, "default")
+        metrics = SelfMetrics(registry).account("default")
         client = FineTuneClient(
             sim.url,
             Secret("sk-soak"),
@@ -70,7 +70,7 @@ def run_soak(sweeps: int = 300) -> SoakResult:
             retry=RetryPolicy(max_attempts=2, base_delay=0.001),
         )
         poller = Poller(lambda: client.sweep(), 60)
-        registry.register(FineTuneCollector(poller.state, CollectorSettings()))
+        registry.register(FineTuneCollector(single(poller.state, CollectorSettings())))
 
         def round_of(n: int) -> None:
             for i in range(n):

@@ -17,16 +17,12 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from ft_exporter import __version__, config, logs
-from ft_exporter.client import FineTuneClient
+from ft_exporter.account import Accounts, AccountSpec
 from ft_exporter.collector import CollectorSettings, FineTuneCollector
 from ft_exporter.http.server import ExporterHTTPServer, Limits, connection_cap, raise_fd_limit
 from ft_exporter.keyfile import KeyFile
-from ft_exporter.model import Snapshot
-from ft_exporter.poller import Poller
-from ft_exporter.retry import RetryPolicy
 from ft_exporter.secret import KeySource, Secret
-from ft_exporter.selfmetrics import ExporterMetrics
-from ft_exporter.tailer import LogTailer
+from ft_exporter.selfmetrics import SelfMetrics
 
 log = logging.getLogger("ft_exporter")
 
@@ -45,6 +41,35 @@ def build_registry() -> CollectorRegistry:
 def _ignore_hangup(_signum: int, _frame: FrameType | None) -> None:
     """SIGHUP's default action kills the process; operators send it expecting a reload."""
     log.info("received SIGHUP; reloading is not supported yet, ignoring")
+
+
+def single_account(cfg: config.Config, keys: KeySource) -> AccountSpec:
+    """The one account the flags describe (when no config file is given)."""
+    return AccountSpec(
+        base_url=cfg.base_url,
+        keys=keys,
+        key_ref=f"file:{cfg.api_key_file}" if cfg.api_key_file else "env",
+        tz=cfg.timezone,
+        workspace=cfg.workspace,
+        models=cfg.models,
+        page_size=cfg.page_size,
+        timeout=cfg.timeout,
+        max_requests_per_second=cfg.max_requests_per_second,
+        max_attempts=cfg.max_attempts,
+        sweep_timeout=cfg.sweep_timeout,
+        ca_file=cfg.ca_file,
+        poll_interval=cfg.poll_interval,
+        log_max_jobs=cfg.log_max_jobs,
+        log_max_lines=cfg.log_max_lines,
+        collector=CollectorSettings(
+            account=cfg.account,
+            quota_limit=cfg.quota_limit,
+            quota=cfg.quota,
+            max_job_series=cfg.max_job_series,
+            max_aggregate_series=cfg.max_aggregate_series,
+            max_staleness=cfg.max_staleness,
+        ),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,47 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("--web.config.file %s: %s", cfg.web_config_file, warning)
 
     registry = build_registry()
-    metrics = ExporterMetrics(registry, cfg.account)
+    accounts = Accounts(SelfMetrics(registry))
+    registry.register(FineTuneCollector(accounts.units))
     stop = threading.Event()
-    client = FineTuneClient(
-        cfg.base_url,
-        keys,
-        workspace=cfg.workspace,
-        page_size=cfg.page_size,
-        timeout=cfg.timeout,
-        tz=cfg.timezone,
-        observer=metrics,
-        retry=RetryPolicy(max_attempts=cfg.max_attempts),
-        max_requests_per_second=cfg.max_requests_per_second,
-        sweep_timeout=cfg.sweep_timeout,
-        ca_file=cfg.ca_file or None,
-        stop=stop,
-    )
-
-    def on_sweep(ok: bool) -> None:
-        metrics.sweeps.labels(cfg.account).inc()
-        if not ok:
-            metrics.sweep_failures.labels(cfg.account).inc()
-
-    tailer = LogTailer(
-        client, tz=cfg.timezone, max_jobs=cfg.log_max_jobs, max_lines=cfg.log_max_lines
-    )
-
-    def sweep() -> Snapshot:
-        # The logs are read inside the list's sweep window: one deadline bounds both.
-        with client.sweep_window():
-            return tailer.follow(client.sweep(cfg.models))
-
-    poller = Poller(sweep, cfg.poll_interval, on_sweep=on_sweep, stop=stop)
-    settings = CollectorSettings(
-        account=cfg.account,
-        quota_limit=cfg.quota_limit,
-        quota=cfg.quota,
-        max_job_series=cfg.max_job_series,
-        max_aggregate_series=cfg.max_aggregate_series,
-        max_staleness=cfg.max_staleness,
-    )
-    registry.register(FineTuneCollector(poller.state, settings))
 
     before, fd_limit = raise_fd_limit()
     if fd_limit != before:
@@ -135,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = ExporterHTTPServer(
             (cfg.listen_host, cfg.listen_port),
             registry,
-            lambda: poller.ready,
+            lambda: accounts.ready,
             cfg.telemetry_path,
             web=cfg.web,
             auth_exempt=config.HEALTH_PATHS if cfg.health_no_auth else (),
@@ -153,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     server.serve_in_thread()
-    poller.start()
+    accounts.apply([single_account(cfg, keys)])
     host = cfg.listen_host or "0.0.0.0"
     scheme = cfg.web.scheme
     log.info(
@@ -163,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host,
         server.port,
         cfg.telemetry_path,
-        client.base_url,
+        cfg.base_url,
         cfg.poll_interval,
         cfg.account,
         ",".join(cfg.models) or "all",
@@ -193,8 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop.wait()
     server.shutdown()
     server.server_close()
-    poller.stop(timeout=3.0)
-    client.close()
+    accounts.stop()
     if simulator is not None:
         simulator.stop()
     log.info("stopped")

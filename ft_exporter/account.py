@@ -1,0 +1,162 @@
+"""One account as one unit: its client, rate limit, poller, log tailer and snapshot.
+
+Each account sweeps on its own thread and schedule, with its own connection pool, token
+bucket and retry budget, so an account that is throttled, failing or hung never delays
+another's sweep or changes another's values. The collector renders many units through
+:class:`Unit` without knowing their insides.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import tzinfo
+
+from ft_exporter.client import FineTuneClient
+from ft_exporter.collector import CollectorSettings
+from ft_exporter.model import ExporterState, Snapshot
+from ft_exporter.poller import Poller
+from ft_exporter.retry import RetryPolicy
+from ft_exporter.secret import KeySource
+from ft_exporter.selfmetrics import SelfMetrics
+from ft_exporter.tailer import DEFAULT_MAX_JOBS, DEFAULT_MAX_LINES, LogTailer
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    """Everything one account needs, resolved (the key as a source, never as text)."""
+
+    base_url: str
+    #: Compared by ``key_ref``: a reloaded file makes a new source for the same key.
+    keys: KeySource = field(repr=False, compare=False)
+    tz: tzinfo
+    collector: CollectorSettings
+    workspace: str = ""
+    models: tuple[str, ...] = ()
+    page_size: int = 100
+    timeout: float = 10.0
+    max_requests_per_second: float = 2.0
+    max_attempts: int = 4
+    sweep_timeout: float = 60.0
+    ca_file: str = ""
+    poll_interval: float = 60.0
+    log_max_jobs: int = DEFAULT_MAX_JOBS
+    log_max_lines: int = DEFAULT_MAX_LINES
+    #: Where the key comes from (``file:PATH``, ``env:NAME``): what makes it the same key.
+    key_ref: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.collector.account
+
+
+class Account:
+    """A running account: start() sweeps it on its own thread until stop()."""
+
+    def __init__(self, spec: AccountSpec, metrics: SelfMetrics) -> None:
+        self.spec = spec
+        self._stop = threading.Event()
+        self._metrics = metrics.account(spec.name)
+        self.client = FineTuneClient(
+            spec.base_url,
+            spec.keys,
+            workspace=spec.workspace,
+            page_size=spec.page_size,
+            timeout=spec.timeout,
+            tz=spec.tz,
+            observer=self._metrics,
+            retry=RetryPolicy(max_attempts=spec.max_attempts),
+            max_requests_per_second=spec.max_requests_per_second,
+            sweep_timeout=spec.sweep_timeout,
+            ca_file=spec.ca_file or None,
+            stop=self._stop,
+        )
+        self.tailer = LogTailer(
+            self.client, tz=spec.tz, max_jobs=spec.log_max_jobs, max_lines=spec.log_max_lines
+        )
+        self.poller = Poller(
+            self._sweep,
+            spec.poll_interval,
+            on_sweep=self._metrics.sweep_ended,
+            stop=self._stop,
+            name=f"poller {spec.name}",
+        )
+
+    def __repr__(self) -> str:
+        return f"Account({self.spec.name!r}, {self.client!r})"
+
+    @property
+    def settings(self) -> CollectorSettings:
+        return self.spec.collector
+
+    def state(self) -> ExporterState:
+        return self.poller.state()
+
+    @property
+    def swept(self) -> bool:
+        """True once a sweep has ended, successfully or not (readiness: see the README)."""
+        return self.poller.swept
+
+    def _sweep(self) -> Snapshot:
+        # The logs are read inside the list's sweep window: one deadline bounds both.
+        with self.client.sweep_window():
+            return self.tailer.follow(self.client.sweep(self.spec.models))
+
+    def start(self) -> None:
+        self.poller.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sweeping (a request in flight is cut short) and close the connections."""
+        self._stop.set()
+        self.poller.stop(timeout)
+        self.client.close()
+
+
+class Accounts:
+    """The accounts being polled, by name; changed whole by :meth:`apply` (start, reload)."""
+
+    def __init__(self, metrics: SelfMetrics) -> None:
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._units: tuple[Account, ...] = ()
+
+    def units(self) -> tuple[Account, ...]:
+        """The current accounts (a tuple replaced whole: scrapes read it without a lock)."""
+        return self._units
+
+    @property
+    def ready(self) -> bool:
+        """Every account has ended a sweep, successfully or not."""
+        units = self._units
+        return bool(units) and all(unit.swept for unit in units)
+
+    def apply(self, specs: Sequence[AccountSpec]) -> tuple[list[str], list[str], list[str]]:
+        """Poll exactly ``specs``: unchanged accounts keep running untouched, changed ones
+        restart, removed ones stop and lose their series. Returns (added, changed, removed)."""
+        with self._lock:
+            current = {unit.spec.name: unit for unit in self._units}
+            wanted = {spec.name: spec for spec in specs}
+            added = [name for name in wanted if name not in current]
+            changed = [n for n in wanted if n in current and current[n].spec != wanted[n]]
+            removed = [name for name in current if name not in wanted]
+            for name in changed + removed:
+                current[name].stop()
+            for name in removed:
+                self._metrics.remove(name)
+            units = []
+            for name, spec in wanted.items():
+                if name in current and name not in changed:
+                    units.append(current[name])
+                else:
+                    unit = Account(spec, self._metrics)
+                    unit.start()
+                    units.append(unit)
+            self._units = tuple(units)
+        return added, changed, removed
+
+    def stop(self) -> None:
+        with self._lock:
+            units, self._units = self._units, ()
+        for unit in units:
+            unit.stop(timeout=3.0)
