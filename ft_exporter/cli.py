@@ -16,11 +16,12 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from ft_exporter import __version__, config, logs
+from ft_exporter import __version__, config, logs, webconfig
 from ft_exporter.account import Accounts, AccountSpec
 from ft_exporter.collector import CollectorSettings, FineTuneCollector
 from ft_exporter.http.server import ExporterHTTPServer, Limits, connection_cap, raise_fd_limit
 from ft_exporter.keyfile import KeyFile
+from ft_exporter.reload import Reloader, ReloadError
 from ft_exporter.secret import KeySource, Secret
 from ft_exporter.selfmetrics import SelfMetrics
 
@@ -40,7 +41,7 @@ def build_registry() -> CollectorRegistry:
 
 def _ignore_hangup(_signum: int, _frame: FrameType | None) -> None:
     """SIGHUP's default action kills the process; operators send it expecting a reload."""
-    log.info("received SIGHUP; reloading is not supported yet, ignoring")
+    log.info("received SIGHUP before the exporter was up; ignoring")
 
 
 def single_account(cfg: config.Config, keys: KeySource) -> AccountSpec:
@@ -127,10 +128,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             web=cfg.web,
             auth_exempt=config.HEALTH_PATHS if cfg.health_no_auth else (),
             limits=limits,
+            reload=lambda: reloader.reload(),
         )
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", cfg.listen_host, cfg.listen_port, exc.strerror)
         return 1
+
+    def load_web() -> webconfig.WebConfig:
+        if not cfg.web_config_file:
+            return webconfig.WebConfig()
+        try:
+            return webconfig.load(cfg.web_config_file)
+        except webconfig.WebConfigError as exc:
+            raise ReloadError(f"--web.config.file {cfg.web_config_file!r}: {exc}") from None
+
+    def apply_web(web: webconfig.WebConfig) -> None:
+        for warning in web.warnings:
+            log.warning("--web.config.file %s: %s", cfg.web_config_file, warning)
+        server.set_web(web)
+
+    reloader = Reloader(registry, load_web, apply_web)
+
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        log.info("received SIGHUP, reloading the configuration")
+        reloader.reload_in_background()
+
+    signal.signal(signal.SIGHUP, on_hangup)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
