@@ -985,3 +985,13 @@ def test_more_running_jobs_than_finished_ones_kept_are_all_followed() -> None:
         source.logs[j.job_id] = []
     tailer.follow(snap(*many))
     assert len(tailer.follow(snap(*many)).training) == KEEP_FINISHED + 5
+
+
+def test_exactly_the_budget_behind_reads_on_from_the_offset_without_a_jump() -> None:
+    source, tailer, _, _ = scripted(max_lines=1500)
+    source.logs["ft-b"] = [record(1.0, 0.1)] * 1000
+    tailer.follow(snap(job("ft-b")))
+    source.logs["ft-b"] += [record(0.5, 0.2)] * 1500
+    training = tailer.follow(snap(job("ft-b"))).training["ft-b"]
+    assert [(o, n) for _, o, n in source.calls[1:]] == [(1000, 1000), (2000, 500)]
+    assert (training.log_lines, training.train_loss) == (2500, 0.5)
