@@ -22,7 +22,9 @@ from ft_exporter.client import (
     FineTuneClient,
     Page,
     classify_response,
+    decode_log_page,
     decode_page,
+    log_path,
     normalise_base_url,
 )
 from ft_exporter.retry import RetryPolicy
@@ -716,3 +718,57 @@ def test_the_page_cap_follows_the_announced_total(announce: dict[int, int], cap:
         f"rid-{cap}",
     )
     assert len(responses.calls) == cap
+
+
+def test_the_log_path_quotes_the_whole_id_and_refuses_dot_segments() -> None:
+    assert log_path("ft-a/b c") == "/api/v1/fine-tunes/ft-a%2Fb%20c/logs"
+    for bad in ("", ".", ".."):
+        with pytest.raises(
+            ValueError, match=re.escape(f"job id {bad!r} cannot be put in a URL path")
+        ):
+            log_path(bad)
+
+
+def test_a_log_page_decodes_its_total_lines_and_request_id() -> None:
+    body = {"request_id": "rid-1", "output": {"total": 9, "logs": ["a", None, 3, "b"]}}
+    page = decode_log_page(json.dumps(body).encode())
+    # A line that is no string is an empty line: counted, and the offsets after it hold.
+    assert (page.total, page.lines, page.request_id) == (9, ["a", "", "", "b"], "rid-1")
+
+
+def test_a_log_page_without_lines_is_an_empty_page() -> None:
+    page = decode_log_page(json.dumps({"request_id": "r", "output": {"total": 4}}).encode())
+    assert (page.total, page.lines) == (4, [])
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ({"total": "4", "logs": []}, "'output.total' is not a count"),
+        ({"total": 4, "logs": "a"}, "'output.logs' is not a list"),
+    ],
+)
+def test_a_malformed_log_page_names_what_is_wrong(output: dict[str, Any], message: str) -> None:
+    body = json.dumps({"request_id": "rid-2", "output": output}).encode()
+    with pytest.raises(ApiError) as raised:
+        decode_log_page(body)
+    err = raised.value
+    assert (err.code, err.message, err.http_status, err.request_id) == (
+        "InvalidResponse",
+        message,
+        "200",
+        "rid-2",
+    )
+
+
+def test_a_log_page_that_is_no_json_keeps_its_status() -> None:
+    with pytest.raises(ApiError) as raised:
+        decode_log_page(b"<html>", 203)
+    assert (raised.value.code, raised.value.http_status) == ("InvalidResponse", "203")
+
+
+def test_a_log_pages_request_id_loses_the_key() -> None:
+    body = {"request_id": f"r-{KEY}", "output": {"total": 0, "logs": []}}
+    page = decode_log_page(json.dumps(body).encode(), 200, Secret(KEY))
+    assert KEY not in page.request_id
+    assert page.request_id.startswith("r-")

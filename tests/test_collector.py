@@ -15,6 +15,7 @@ from ft_exporter.collector import (
     CollectorSettings,
     FineTuneCollector,
     QuotaRule,
+    checked_job,
     select_aggregate_series,
     select_job_series,
     single,
@@ -632,3 +633,8 @@ def test_training_series_follow_the_per_job_cap_and_staleness() -> None:
     stale = render(state, now=1600.0 + 901.0)
     assert training_series(stale) == {}
     assert "dashscope_finetune_job_train_loss" not in stale  # withdrawn with the job state
+
+
+def test_a_clean_job_comes_out_of_the_check_unchanged() -> None:
+    clean = dataclasses.replace(job(1, "RUNNING"), n_epochs=3.0, tailable=False)
+    assert checked_job(clean) == clean

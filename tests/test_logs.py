@@ -6,7 +6,9 @@ string stream, so what is asserted is the line an operator would read.
 
 from __future__ import annotations
 
+import inspect
 import io
+import ipaddress
 import json
 import logging
 import sys
@@ -17,7 +19,7 @@ from leaks import leaked
 
 from ft_exporter import logs
 from ft_exporter.client import classify_response
-from ft_exporter.logs import REPEAT_LOG_INTERVAL, FailureLog
+from ft_exporter.logs import REPEAT_LOG_INTERVAL, FailureLog, crash_key
 from ft_exporter.secret import MIN_SECRET_LENGTH, REDACTED, Secret
 
 KEY = "sk-0123456789abcdef0123456789abcdef"
@@ -312,3 +314,30 @@ def test_failure_log_logs_a_failure_once_then_at_most_every_interval(
 def test_failure_log_starts_clean() -> None:
     failures = FailureLog(logging.getLogger("test.failures"), _Clock())
     assert failures.recovered() == 0
+
+
+def test_failure_log_logs_at_the_level_it_was_given(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="test.failures")
+    failures = FailureLog(logging.getLogger("test.failures"), _Clock(), logging.WARNING)
+    failures.failed(("A",), "failed: %s", "still (%d): %s", "a")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.WARNING, "failed: a")]
+
+
+def _through_here(address: str) -> None:
+    ipaddress.ip_address(address)  # raises in another file, a frame below this one
+
+
+def test_crash_key_is_the_type_and_the_line_that_raised() -> None:
+    keys = []
+    for address in ("x", "y"):  # the same bug with other values: one key
+        try:
+            _through_here(address)
+        except ValueError as caught:
+            keys.append(crash_key(caught))
+    source, first = inspect.getsourcelines(ipaddress.ip_address)
+    line = first + next(n for n, text in enumerate(source) if "raise ValueError" in text)
+    assert keys == [("ValueError", f"{ipaddress.__file__}:{line}")] * 2
+
+
+def test_crash_key_of_an_exception_never_raised_has_no_place() -> None:
+    assert crash_key(ValueError("never raised")) == ("ValueError", "")

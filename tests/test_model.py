@@ -13,11 +13,13 @@ from ft_exporter.model import (
     MAX_LABEL_CHARS,
     JobParseError,
     clean_text,
+    estimated_end,
     normalise_status,
     parse_job,
     parse_learning_rate,
     parse_time,
     parse_timezone,
+    progress_ratio,
 )
 
 VENDOR_EXAMPLE: dict[str, Any] = {
@@ -317,3 +319,48 @@ def test_an_id_that_cleaning_changes_gets_a_digest_of_the_original() -> None:
     assert job_id == "ft-\ufffd " + "x" * (MAX_LABEL_CHARS - 16 - 1 - 5 - 1) + "\u2026~" + digest
     short = parse_job({"job_id": "a\tb"}, UTC8).job_id
     assert short == "a b~" + hashlib.sha256(b"a\tb").hexdigest()[:16]
+
+
+def test_planned_epochs_and_tailability_come_from_the_job() -> None:
+    job = parse_job({"job_id": "ft-1", "hyper_parameters": {"n_epochs": 3}}, UTC8)
+    assert (job.n_epochs, job.tailable) == (3, True)
+    for dots in (".", ".."):  # a path segment of its own: no log URL can name it
+        assert parse_job({"job_id": dots}, UTC8).tailable is False
+
+
+@pytest.mark.parametrize(
+    ("epoch", "epochs", "ratio"),
+    [
+        (0.5, 1, 0.5),
+        (1.5, 3, 0.5),
+        (4.0, 3, 1.0),  # clamped: the summary line may round past the plan
+        (-1.0, 3, 0.0),
+        (1.0, 0, None),  # no plan to measure against
+        (1.0, -2, None),
+        (float("nan"), 3, None),
+        (float("inf"), 3, None),
+        (None, 3, None),
+        (1.0, None, None),
+    ],
+)
+def test_progress_ratio(epoch: float | None, epochs: float | None, ratio: float | None) -> None:
+    assert progress_ratio(epoch, epochs) == ratio
+
+
+@pytest.mark.parametrize(
+    ("started", "now", "progress", "end"),
+    [
+        (100.0, 200.0, 0.5, 300.0),
+        (100.0, 200.0, 1.0, 200.0),
+        (100.0, 200.0, 0.0, None),  # no progress yet: no pace
+        (100.0, 200.0, -0.1, None),
+        (100.0, 100.0, 0.5, None),  # no time has passed: no pace
+        (100.0, 50.0, 0.5, None),
+        (None, 200.0, 0.5, None),
+        (100.0, 200.0, None, None),
+    ],
+)
+def test_estimated_end(
+    started: float | None, now: float, progress: float | None, end: float | None
+) -> None:
+    assert estimated_end(started, now, progress) == end

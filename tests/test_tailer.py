@@ -563,3 +563,435 @@ def test_finished_jobs_kept_are_bounded() -> None:
         for j in many
     )
     assert len(tailer.follow(Snapshot(jobs=ended, taken_at=CREATED)).training) == KEEP_FINISHED
+
+
+class Script:
+    """A log source that answers from lists in memory and journals every call."""
+
+    def __init__(self) -> None:
+        self.logs: dict[str, list[str]] = {}
+        self.errors: dict[str, ApiError] = {}
+        self.calls: list[tuple[str, int, int]] = []
+        self.left = 60.0
+        self.wait = 0.0
+        self.endpoints: list[str] = []
+
+    def fetch_log(self, job_id: str, offset: int, lines: int) -> LogPage:
+        self.calls.append((job_id, offset, lines))
+        if job_id in self.errors:
+            raise self.errors[job_id]
+        log = self.logs[job_id]
+        return LogPage(len(log), log[offset : offset + lines], "r")
+
+    def time_left(self) -> float:
+        return self.left
+
+    def throttled_for(self, endpoint: str) -> float:
+        self.endpoints.append(endpoint)
+        return self.wait
+
+
+def job(job_id: str, status: str = "RUNNING", created: float | None = CREATED) -> Any:
+    from ft_exporter.model import Job
+
+    return Job(job_id, job_id, status, "m", "m", "sft", "", created, None, 0)
+
+
+def snap(*jobs: Any) -> Snapshot:
+    return Snapshot(jobs=tuple(jobs), taken_at=CREATED)
+
+
+class Ticks:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def scripted(max_jobs: int = 20, max_lines: int = 1000) -> tuple[Script, LogTailer, Clock, Ticks]:
+    source, clock, ticks = Script(), Clock(), Ticks()
+    tailer = LogTailer(
+        source, tz=UTC8, max_jobs=max_jobs, max_lines=max_lines, clock=clock, monotonic=ticks
+    )
+    return source, tailer, clock, ticks
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "ft_exporter.tailer"]
+
+
+def test_every_value_of_a_record_reaches_the_snapshot() -> None:
+    source, tailer, clock, _ = scripted()
+    source.logs["ft-v"] = [
+        record(2.0, 0.5, lr=3e-5),
+        "{'eval_loss': 1.5, 'epoch': 1.0}",
+        "{'eval_loss': 1.7, 'epoch': 0.9}",  # higher: not the minimum; an older epoch
+        "{'train_runtime': 9.0, 'train_loss': 1.1, 'epoch': 1.0}",
+    ]
+    training = tailer.follow(snap(job("ft-v"))).training["ft-v"]
+    assert training == Training(
+        train_loss=1.1,
+        eval_loss=1.7,
+        eval_loss_min=1.5,
+        learning_rate=3e-5,
+        epoch=1.0,
+        log_lines=4,
+        last_growth=clock.now,
+        unparsed_lines=0,
+        running_since=None,
+    )
+
+
+def test_a_nan_eval_loss_alone_has_no_minimum_and_a_record_may_lack_an_epoch() -> None:
+    source, tailer, _, _ = scripted()
+    source.logs["ft-n"] = ["{'eval_loss': nan}", "{'loss': 1.0, 'learning_rate': 1e-4}"]
+    training = tailer.follow(snap(job("ft-n"))).training["ft-n"]
+    assert training.eval_loss_min is None
+    assert (training.train_loss, training.epoch) == (1.0, None)
+
+
+def test_a_lower_eval_loss_is_the_new_minimum_and_epochs_only_go_up() -> None:
+    source, tailer, _, _ = scripted()
+    source.logs["ft-m"] = ["{'eval_loss': 1.5, 'epoch': 2.0}", "{'eval_loss': 1.2, 'epoch': 1.5}"]
+    training = tailer.follow(snap(job("ft-m"))).training["ft-m"]
+    assert (training.eval_loss, training.eval_loss_min, training.epoch) == (1.2, 1.2, 2.0)
+
+
+def test_jobs_over_max_jobs_are_warned_about_when_their_count_changes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, tailer, _, _ = scripted(max_jobs=1)
+    for n in (1, 2, 3):
+        source.logs[f"ft-{n}"] = []
+    two = snap(job("ft-1"), job("ft-2", created=CREATED + 1))
+    three = snap(*two.jobs, job("ft-3", created=None))
+    with caplog.at_level(logging.INFO, "ft_exporter"):
+        assert set(tailer.follow(two).training) == {"ft-2"}  # the newest
+        tailer.follow(two)  # the same count: not logged again
+        assert set(tailer.follow(three).training) == {"ft-2"}
+        tailer.follow(snap(job("ft-2")))
+        tailer.follow(two)
+    warned = (logging.WARNING, "1 running job(s) not followed: over --logs.max-jobs=1")
+    assert messages(caplog) == [
+        warned,
+        (logging.WARNING, "2 running job(s) not followed: over --logs.max-jobs=1"),
+        warned,  # back over the cap after all were followed
+    ]
+
+
+def test_equal_creation_times_follow_the_greater_job_id_first() -> None:
+    source, tailer, _, _ = scripted(max_jobs=1)
+    source.logs = {"ft-a": [], "ft-b": []}
+    assert set(tailer.follow(snap(job("ft-a"), job("ft-b"))).training) == {"ft-b"}
+
+
+def test_a_job_without_creation_time_is_followed_last() -> None:
+    source, tailer, _, _ = scripted(max_jobs=1)
+    source.logs = {"ft-none": [], "ft-old": []}
+    jobs = snap(job("ft-none", created=None), job("ft-old", created=0.5))
+    assert set(tailer.follow(jobs).training) == {"ft-old"}
+
+
+def test_a_failed_read_is_logged_once_then_recovery_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, tailer, _, ticks = scripted()
+    source.logs["ft-e"] = [record(1.0, 0.1)]
+    with caplog.at_level(logging.INFO, "ft_exporter"):
+        tailer.follow(snap(job("ft-e")))  # fine, and nothing to recover from: silent
+        source.errors["ft-e"] = ApiError("InternalError", "oops", "500")
+        for _ in range(3):
+            ticks.now += 1
+            assert tailer.follow(snap(job("ft-e"))).training["ft-e"].train_loss == 1.0
+        ticks.now += 600
+        tailer.follow(snap(job("ft-e")))
+        del source.errors["ft-e"]
+        tailer.follow(snap(job("ft-e")))
+        tailer.follow(snap(job("ft-e")))
+    assert messages(caplog) == [
+        (
+            logging.WARNING,
+            "training log not read, keeping its last values: "
+            "job ft-e: InternalError HTTP 500: oops",
+        ),
+        (
+            logging.WARNING,
+            "training logs still not read (4 times in a row): "
+            "job ft-e: InternalError HTTP 500: oops",
+        ),
+        (logging.INFO, "training logs read again after 4 failed sweep(s)"),
+    ]
+
+
+def test_another_error_is_news_and_logged_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    source, tailer, _, _ = scripted()
+    source.logs["ft-e"] = []
+    with caplog.at_level(logging.WARNING, "ft_exporter"):
+        source.errors["ft-e"] = ApiError("InternalError", "oops", "500")
+        tailer.follow(snap(job("ft-e")))
+        source.errors["ft-e"] = ApiError("InternalError", "oops", "503")
+        tailer.follow(snap(job("ft-e")))
+    assert len(messages(caplog)) == 2
+
+
+@pytest.mark.parametrize(
+    ("left", "wait", "why"),
+    [
+        (0.0, 0.0, "the sweep deadline (--poll.sweep-timeout) was reached"),
+        (-5.0, 0.0, "the sweep deadline (--poll.sweep-timeout) was reached"),
+        (60.0, 4.6, "honouring Retry-After of the log endpoint for 5s more"),
+        (60.0, 0.4, "honouring Retry-After of the log endpoint for 0s more"),
+    ],
+)
+def test_no_request_past_the_deadline_or_inside_a_retry_after(
+    caplog: pytest.LogCaptureFixture, left: float, wait: float, why: str
+) -> None:
+    source, tailer, _, ticks = scripted()
+    source.logs["ft-w"] = [record(1.0, 0.1)]
+    source.left, source.wait = left, wait
+    with caplog.at_level(logging.INFO, "ft_exporter"):
+        tailer.follow(snap(job("ft-w")))
+        tailer.follow(snap(job("ft-w")))  # the same reason: not logged again
+        ticks.now += 600
+        tailer.follow(snap(job("ft-w")))
+        source.left, source.wait = 60.0, 0.0
+        tailer.follow(snap(job("ft-w")))
+    assert source.calls == [("ft-w", 0, 1000)]
+    assert messages(caplog) == [
+        (logging.WARNING, f"training logs not all read in this sweep: {why}"),
+        (logging.WARNING, f"training logs still not all read (3 sweeps in a row): {why}"),
+        (logging.INFO, "training logs read again after 3 failed sweep(s)"),
+    ]
+
+
+def test_another_reason_to_stop_reading_is_logged_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, tailer, _, _ = scripted()
+    source.logs["ft-w"] = []
+    source.left = 0.0
+    with caplog.at_level(logging.WARNING, "ft_exporter"):
+        tailer.follow(snap(job("ft-w")))
+        source.left, source.wait = 60.0, 30.0
+        tailer.follow(snap(job("ft-w")))
+    assert [text for _, text in messages(caplog)] == [
+        "training logs not all read in this sweep: "
+        "the sweep deadline (--poll.sweep-timeout) was reached",
+        "training logs not all read in this sweep: "
+        "honouring Retry-After of the log endpoint for 30s more",
+    ]
+
+
+def test_a_sliver_of_time_left_and_no_retry_after_still_read() -> None:
+    source, tailer, _, _ = scripted()
+    source.logs["ft-s"] = []
+    source.left = 0.001
+    tailer.follow(snap(job("ft-s")))
+    assert source.calls == [("ft-s", 0, 1000)]
+    assert source.endpoints == ["logs"]
+
+
+def test_throttling_stops_the_sweep_other_errors_do_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, tailer, _, _ = scripted()
+    source.logs = {"ft-1": [], "ft-2": []}
+    jobs = snap(job("ft-1", created=CREATED + 1), job("ft-2"))
+    source.errors["ft-1"] = ApiError("Throttling", "slow down", "429")
+    with caplog.at_level(logging.WARNING, "ft_exporter"):
+        tailer.follow(jobs)
+    assert [c[0] for c in source.calls] == ["ft-1"]
+    assert messages(caplog)[-1] == (
+        logging.WARNING,
+        "training logs not all read in this sweep: the log endpoint is throttling",
+    )
+
+
+def test_an_ended_jobs_failing_read_is_tried_three_times_in_all(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, tailer, clock, _ = scripted()
+    source.logs = {"ft-x": [], "ft-y": []}
+    tailer.follow(snap(job("ft-x", created=CREATED + 1), job("ft-y")))
+    source.errors["ft-x"] = ApiError("InternalError", "oops", "500")
+    source.logs["ft-y"].append(" Fine-tune succeeded!")
+    clock.now += 60
+    ended = snap(job("ft-x", "FAILED", CREATED + 1), job("ft-y", "SUCCEEDED"))
+    with caplog.at_level(logging.INFO, "ft_exporter"):
+        for _ in range(3):
+            tailer.follow(ended)
+    # ft-x's failure does not keep ft-y from its one final read.
+    assert [c[0] for c in source.calls[2:]] == ["ft-x", "ft-y", "ft-x", "ft-x"]
+    assert [level for level, _ in messages(caplog)] == [logging.WARNING]  # no recovery
+    with caplog.at_level(logging.INFO, "ft_exporter"):
+        training = tailer.follow(ended).training
+    assert len(source.calls) == 6
+    assert messages(caplog)[-1] == (
+        logging.INFO,
+        "training logs read again after 3 failed sweep(s)",
+    )
+    assert set(training) == {"ft-x", "ft-y"}
+    assert (training["ft-y"].log_lines, training["ft-y"].last_growth) == (1, clock.now)
+
+
+def test_a_job_running_again_after_it_ended_is_followed_again() -> None:
+    source, tailer, _, _ = scripted()
+    source.logs["ft-r"] = [record(1.0, 0.1)]
+    tailer.follow(snap(job("ft-r")))
+    tailer.follow(snap(job("ft-r", "SUCCEEDED")))
+    tailer.follow(snap(job("ft-r", "SUCCEEDED")))
+    source.logs["ft-r"].append(record(0.5, 0.2))
+    assert tailer.follow(snap(job("ft-r"))).training["ft-r"].train_loss == 0.5
+    tailer.follow(snap(job("ft-r")))
+    tailer.follow(snap(job("ft-r", "SUCCEEDED")))  # ended again: one more final read
+    tailer.follow(snap(job("ft-r", "SUCCEEDED")))
+    assert [offset for _, offset, _ in source.calls] == [0, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("new_lines", "requests"),
+    [
+        (300, [(1, 300)]),  # exactly the budget: all read, no jump
+        (301, [(1, 300), (2, 300)]),  # one more: the newest 300
+    ],
+)
+def test_the_jump_starts_one_line_past_the_budget(
+    new_lines: int, requests: list[tuple[int, int]]
+) -> None:
+    source, tailer, _, _ = scripted(max_lines=300)
+    source.logs["ft-j"] = [" first"]
+    tailer.follow(snap(job("ft-j")))
+    source.logs["ft-j"] += [record(1.0, 0.1)] * new_lines
+    training = tailer.follow(snap(job("ft-j"))).training["ft-j"]
+    assert [(o, n) for _, o, n in source.calls[1:]] == requests
+    assert (training.log_lines, training.unparsed_lines) == (1 + new_lines, 1)
+
+
+def test_a_budget_over_one_request_reads_on_in_the_same_sweep() -> None:
+    source, tailer, _, _ = scripted(max_lines=1500)
+    source.logs["ft-b"] = [record(1.0, 0.1)] * 1200
+    training = tailer.follow(snap(job("ft-b"))).training["ft-b"]
+    assert [(o, n) for _, o, n in source.calls] == [(0, 1000), (1000, 500)]
+    assert training.log_lines == 1200
+
+
+def test_a_zero_line_budget_still_reads_one_line() -> None:
+    source, tailer, _, _ = scripted(max_lines=0)
+    source.logs["ft-z"] = [record(1.0, 0.1), record(0.5, 0.2)]
+    assert tailer.max_lines == 1
+    assert tailer.follow(snap(job("ft-z"))).training["ft-z"].train_loss == 0.5
+    assert [(o, n) for _, o, n in source.calls] == [(0, 1), (1, 1)]
+
+
+def test_an_empty_page_short_of_the_total_ends_the_read() -> None:
+    class Short(Script):
+        def fetch_log(self, job_id: str, offset: int, lines: int) -> LogPage:
+            self.calls.append((job_id, offset, lines))
+            return LogPage(5, [], "r")
+
+    source, clock = Short(), Clock()
+    tailer = LogTailer(source, tz=UTC8, max_lines=3000, clock=clock)
+    training = tailer.follow(snap(job("ft-s"))).training["ft-s"]
+    assert source.calls == [("ft-s", 0, 1000)]
+    assert training.log_lines == 5
+    tailer.follow(snap(job("ft-s")))
+    assert source.calls[-1] == ("ft-s", 0, 1000)  # nothing was read: asked from 0 again
+
+
+def test_a_shrinking_log_warns_with_the_job_and_both_sizes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, tailer, _, _ = scripted()
+    source.logs["ft-k"] = [" a", " b", " c"]
+    tailer.follow(snap(job("ft-k")))
+    with caplog.at_level(logging.WARNING, "ft_exporter"):
+        tailer.follow(snap(job("ft-k")))  # no growth is no shrinking
+    source.logs["ft-k"] = [" a"]
+    with caplog.at_level(logging.WARNING, "ft_exporter"):
+        assert tailer.follow(snap(job("ft-k"))).training["ft-k"].log_lines == 1
+    assert messages(caplog) == [
+        (
+            logging.WARNING,
+            "training log of job ft-k shrank from 3 to 1 lines; reading on from there",
+        )
+    ]
+
+
+def test_first_sight_of_a_job_without_creation_time_keeps_an_old_line_time() -> None:
+    source, tailer, _, _ = scripted()
+    source.logs["ft-o"] = ["2000-01-01 08:00:00 - INFO - long ago"]
+    training = tailer.follow(snap(job("ft-o", created=None))).training["ft-o"]
+    assert training.last_growth == 946684800.0
+
+
+def test_a_bugs_repeat_is_logged_after_the_interval_with_its_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, tailer, _, ticks = scripted()
+    del source.logs  # every read is a bug: AttributeError
+    with caplog.at_level(logging.INFO, "ft_exporter"):
+        tailer.follow(snap(job("ft-b")))
+        ticks.now += 600
+        tailer.follow(snap(job("ft-b")))
+    got = messages(caplog)
+    assert [level for level, _ in got] == [logging.WARNING, logging.WARNING]
+    assert got[0][1].startswith(
+        "reading training logs failed, keeping their last values: unexpected AttributeError: "
+    )
+    assert got[1][1].startswith(
+        "reading training logs still failing (2 times in a row): unexpected AttributeError: "
+    )
+    assert caplog.records[0].exc_info is not None
+    assert caplog.records[1].exc_info is None
+
+
+def test_a_log_growing_faster_than_it_is_read_jumps_once_per_sweep() -> None:
+    class Racing(Script):
+        def fetch_log(self, job_id: str, offset: int, lines: int) -> LogPage:
+            page = super().fetch_log(job_id, offset, lines)
+            self.logs[job_id] += [record(1.0, 0.1)] * 500  # written while we read
+            return page
+
+    source, clock = Racing(), Clock()
+    tailer = LogTailer(source, tz=UTC8, max_lines=300, clock=clock)
+    source.logs["ft-r"] = [record(1.0, 0.1)] * 1000
+    training = tailer.follow(snap(job("ft-r"))).training["ft-r"]
+    assert [(o, n) for _, o, n in source.calls] == [(0, 300), (700, 300)]
+    assert (training.log_lines, training.unparsed_lines) == (1500, 0)
+
+
+def test_lines_past_the_total_are_never_read_further_into_a_log() -> None:
+    class Padded(Script):
+        def fetch_log(self, job_id: str, offset: int, lines: int) -> LogPage:
+            page = super().fetch_log(job_id, offset, lines)
+            return LogPage(page.total, [*page.lines, " not in the log"], "r")
+
+    source, clock = Padded(), Clock()
+    tailer = LogTailer(source, tz=UTC8, clock=clock)
+    source.logs["ft-p"] = [record(1.0, 0.1)] * 3
+    tailer.follow(snap(job("ft-p")))
+    source.logs["ft-p"] += [record(0.5, 0.2)] * 2
+    training = tailer.follow(snap(job("ft-p"))).training["ft-p"]
+    assert (training.log_lines, training.unparsed_lines) == (5, 0)
+
+
+def test_more_running_jobs_than_finished_ones_kept_are_all_followed() -> None:
+    source, tailer, _, _ = scripted(max_jobs=1000)
+    many = [job(f"ft-{n}", created=CREATED + n) for n in range(KEEP_FINISHED + 5)]
+    for j in many:
+        source.logs[j.job_id] = []
+    tailer.follow(snap(*many))
+    assert len(tailer.follow(snap(*many)).training) == KEEP_FINISHED + 5
+
+
+def test_exactly_the_budget_behind_reads_on_from_the_offset_without_a_jump() -> None:
+    source, tailer, _, _ = scripted(max_lines=1500)
+    source.logs["ft-b"] = [record(1.0, 0.1)] * 1000
+    tailer.follow(snap(job("ft-b")))
+    source.logs["ft-b"] += [record(0.5, 0.2)] * 1500
+    training = tailer.follow(snap(job("ft-b"))).training["ft-b"]
+    assert [(o, n) for _, o, n in source.calls[1:]] == [(1000, 1000), (2000, 500)]
+    assert (training.log_lines, training.train_loss) == (2500, 0.5)

@@ -18,6 +18,7 @@ from ft_exporter.trainlog import (
     LineKind,
     Record,
     classify,
+    line_time,
     parse_line,
     planned_epochs,
 )
@@ -356,3 +357,22 @@ def test_a_dict_repr_round_trips(
 ) -> None:
     line = repr({**others, **recognised})
     assert values(STAMP + line if stamped else line) == recognised
+
+
+@pytest.mark.parametrize(
+    ("line", "stamp"),
+    [
+        # 2024-10-29 09:11:25 UTC is 1730193085.
+        ("2024-10-29 17:11:25 - INFO - no fraction", 1730193085.0),
+        ("2024-10-29 17:11:25,130 - INFO - step", 1730193085.13),
+        ("2024-10-29 17:11:59.5 - INFO - step", 1730193119.5),
+        ("2024-02-30 17:11:25 - INFO - no such day", None),
+        ("Start training!", None),
+    ],
+)
+def test_line_time_reads_the_leading_time_in_the_accounts_zone(
+    line: str, stamp: float | None
+) -> None:
+    from datetime import timedelta, timezone
+
+    assert line_time(line, timezone(timedelta(hours=8))) == stamp
