@@ -236,9 +236,58 @@ ACCOUNT = "accounts:\n  - name: a\n    api_key_env: K\n"
 
 
 @pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("quota_limt", "3", "unknown field"),
+        ("poll_interval", "5x", "not a duration: '5x' (use e.g. 30s, 1m30s, 15m)"),
+        ("site", "eu", "must be intl or cn, got 'eu'"),
+        ("workspace", "", "must be text, got nothing (null)"),
+        ("models", "{a: 1}", "must be a list of model names, got a mapping"),
+        (
+            "base_url",
+            "dashscope.aliyuncs.com",
+            "not an http(s) base URL: no scheme (use e.g. https://dashscope-intl.aliyuncs.com)",
+        ),
+        ("timezone", "Mars/Base", "unknown timezone: 'Mars/Base'"),
+        ("quota_statuses", "RUNING", "names unknown status(es): RUNING"),
+        ("quota_statuses", "'RUNNING,!FAILED'", "mixes '!STATUS' and 'STATUS'; use one form"),
+        ("quota_statuses", "','", "is empty"),
+        ("quota_limit", "0", "must be at least 1, got 0"),
+        ("quota_limit", "twenty", "not a whole number: 'twenty'"),
+        ("quota_limit", "2.5", "not a whole number: 2.5"),
+        ("quota_limit", "true", "not a whole number: true/false (true)"),
+        ("page_size", "101", "must be between 1 and 100, got 101"),
+        ("max_attempts", "11", "must be between 1 and 10"),
+        ("timeout", "0s", "must be positive"),
+        ("poll_sweep_timeout", "0", "must be positive"),
+        ("poll_max_staleness", "-1", "must be positive"),
+        ("poll_interval", "0.5", "must be at least 1s, got 0.5s"),
+        ("poll_interval", ".nan", "not a duration: 'nan' (use e.g. 30s, 1m30s, 15m)"),
+        ("max_requests_per_second", "0", "must be positive"),
+        ("max_requests_per_second", ".inf", "not a number: inf"),
+        ("max_requests_per_second", "fast", "not a number: 'fast'"),
+        ("jobs_max_series", "-1", "must not be negative"),
+        (
+            "jobs_max_aggregate_series",
+            "6",
+            "must be at least 7 (one model's documented statuses), got 6",
+        ),
+        ("logs_max_jobs", "1001", "must be between 0 and 1000, got 1001"),
+        ("logs_max_lines_per_sweep", "0", "must be between 1 and 100000, got 0"),
+        ("ca_file", "/nonexistent/ca.pem", "cannot read '/nonexistent/ca.pem'"),
+    ],
+)
+def test_each_bad_account_field_is_one_line_naming_its_path(
+    tmp_path: Path, field: str, value: str, problem: str
+) -> None:
+    assert problems_of(tmp_path, f"{ACCOUNT}    {field}: {value}\n") == [
+        f"accounts[0].{field}: {problem}"
+    ]
+
+
+@pytest.mark.parametrize(
     ("text", "problem"),
     [
-        (ACCOUNT + "    quota_limt: 3\n", "accounts[0].quota_limt: unknown field"),
         ("accounts:\n  - api_key_env: K\n", "accounts[0]: missing name"),
         ("accounts:\n  - name: a\n", "accounts[0]: no key source: set api_key_file or api_key_env"),
         (
@@ -253,11 +302,6 @@ ACCOUNT = "accounts:\n  - name: a\n    api_key_env: K\n"
             "defaults: {site: cn, base_url: 'https://x.example'}\n" + ACCOUNT,
             "defaults: site and base_url are exclusive",
         ),
-        (
-            ACCOUNT + "    poll_interval: 5x\n",
-            "accounts[0].poll_interval: not a duration: '5x' (use e.g. 30s, 1m30s, 15m)",
-        ),
-        (ACCOUNT + "    site: eu\n", "accounts[0].site: must be intl or cn, got 'eu'"),
         (
             ACCOUNT + "prices: {currency: CNY, per_1k_tokens: {qwen3-8b: cheap}}\n",
             "prices.per_1k_tokens.qwen3-8b: not a non-negative number: 'cheap'",
@@ -280,13 +324,10 @@ ACCOUNT = "accounts:\n  - name: a\n    api_key_env: K\n"
             ACCOUNT + "prices: {currency: CNY, per_1k_tokens: {}, vat: 0.2}\n",
             "prices.vat: unknown field",
         ),
-        (
-            ACCOUNT + "prices: [1]\n",
-            "prices: must be a mapping of fields, got a list",
-        ),
+        (ACCOUNT + "prices: [1]\n", "prices: must be a mapping of fields, got a list"),
         (ACCOUNT + "colour: blue\n", "colour: unknown field"),
         (
-            "defaults: {name: x}\n" + ACCOUNT,
+            "defaults: {name: x}\naccounts:\n  - name: a\n    api_key_env: K\n",
             "defaults.name: not allowed: each account has its own name",
         ),
         ("accounts:\n  - name: ''\n    api_key_env: K\n", "accounts[0].name: must not be empty"),
@@ -304,98 +345,7 @@ ACCOUNT = "accounts:\n  - name: a\n    api_key_env: K\n"
             "accounts[0].name: contains a control character (U+0085)",
         ),
         ("accounts:\n  - name: 42\n    api_key_env: K\n", "accounts[0].name: must be text, got 42"),
-        (
-            ACCOUNT + "    workspace: \n",
-            "accounts[0].workspace: must be text, got nothing (null)",
-        ),
         (ACCOUNT + "    models: [a, [b]]\n", "accounts[0].models[1]: must be text, got a list"),
-        (
-            ACCOUNT + "    models: {a: 1}\n",
-            "accounts[0].models: must be a list of model names, got a mapping",
-        ),
-        (
-            ACCOUNT + "    base_url: dashscope.aliyuncs.com\n",
-            "accounts[0].base_url: not an http(s) base URL: no scheme "
-            "(use e.g. https://dashscope-intl.aliyuncs.com)",
-        ),
-        (
-            ACCOUNT + "    timezone: Mars/Base\n",
-            "accounts[0].timezone: unknown timezone: 'Mars/Base'",
-        ),
-        (
-            ACCOUNT + "    quota_statuses: RUNING\n",
-            "accounts[0].quota_statuses: names unknown status(es): RUNING",
-        ),
-        (
-            ACCOUNT + "    quota_statuses: 'RUNNING,!FAILED'\n",
-            "accounts[0].quota_statuses: mixes '!STATUS' and 'STATUS'; use one form",
-        ),
-        (ACCOUNT + "    quota_statuses: ','\n", "accounts[0].quota_statuses: is empty"),
-        (ACCOUNT + "    quota_limit: 0\n", "accounts[0].quota_limit: must be at least 1, got 0"),
-        (
-            ACCOUNT + "    quota_limit: twenty\n",
-            "accounts[0].quota_limit: not a whole number: 'twenty'",
-        ),
-        (ACCOUNT + "    quota_limit: 2.5\n", "accounts[0].quota_limit: not a whole number: 2.5"),
-        (
-            ACCOUNT + "    quota_limit: true\n",
-            "accounts[0].quota_limit: not a whole number: true/false (true)",
-        ),
-        (
-            ACCOUNT + "    page_size: 101\n",
-            "accounts[0].page_size: must be between 1 and 100, got 101",
-        ),
-        (ACCOUNT + "    max_attempts: 11\n", "accounts[0].max_attempts: must be between 1 and 10"),
-        (ACCOUNT + "    timeout: 0s\n", "accounts[0].timeout: must be positive"),
-        (
-            ACCOUNT + "    poll_sweep_timeout: 0\n",
-            "accounts[0].poll_sweep_timeout: must be positive",
-        ),
-        (
-            ACCOUNT + "    poll_max_staleness: -1\n",
-            "accounts[0].poll_max_staleness: must be positive",
-        ),
-        (
-            ACCOUNT + "    poll_interval: 0.5\n",
-            "accounts[0].poll_interval: must be at least 1s, got 0.5s",
-        ),
-        (
-            ACCOUNT + "    poll_interval: .nan\n",
-            "accounts[0].poll_interval: not a duration: 'nan' (use e.g. 30s, 1m30s, 15m)",
-        ),
-        (
-            ACCOUNT + "    max_requests_per_second: 0\n",
-            "accounts[0].max_requests_per_second: must be positive",
-        ),
-        (
-            ACCOUNT + "    max_requests_per_second: .inf\n",
-            "accounts[0].max_requests_per_second: not a number: inf",
-        ),
-        (
-            ACCOUNT + "    max_requests_per_second: fast\n",
-            "accounts[0].max_requests_per_second: not a number: 'fast'",
-        ),
-        (
-            ACCOUNT + "    jobs_max_series: -1\n",
-            "accounts[0].jobs_max_series: must not be negative",
-        ),
-        (
-            ACCOUNT + "    jobs_max_aggregate_series: 6\n",
-            "accounts[0].jobs_max_aggregate_series: must be at least 7 "
-            "(one model's documented statuses), got 6",
-        ),
-        (
-            ACCOUNT + "    logs_max_jobs: 1001\n",
-            "accounts[0].logs_max_jobs: must be between 0 and 1000, got 1001",
-        ),
-        (
-            ACCOUNT + "    logs_max_lines_per_sweep: 0\n",
-            "accounts[0].logs_max_lines_per_sweep: must be between 1 and 100000, got 0",
-        ),
-        (
-            ACCOUNT + "    ca_file: /nonexistent/ca.pem\n",
-            "accounts[0].ca_file: cannot read '/nonexistent/ca.pem'",
-        ),
         (
             "accounts:\n  - name: a\n    api_key_file: 42\n",
             "accounts[0].api_key_file: must be the path of the file holding the key",
