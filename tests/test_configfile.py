@@ -561,8 +561,8 @@ def test_deep_nesting_is_refused_before_composing(tmp_path: Path) -> None:
             "{path}: not valid YAML: found undefined alias 'nowhere' at line 1, column 4",
         ),
         (
-            "a: b\nc: d\x07",
-            "{path}: not valid YAML: character U+0007 is not allowed at line 2, column 5",
+            "a: b\nc: d\ne: f\x07",
+            "{path}: not valid YAML: character U+0007 is not allowed at line 3, column 5",
         ),
     ],
 )

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from types import MappingProxyType
-
-import pytest
 
 from ft_exporter.configfile import Prices
 from ft_exporter.cost import estimated_costs
@@ -69,11 +66,6 @@ def test_tokens_are_summed_exactly_before_the_one_multiplication() -> None:
     costs, _ = estimated_costs(ten, Prices("CNY", MappingProxyType({}), default=0.1))
     assert costs == {"m": 0.001}
     assert sum([1 * 0.1 / 1000] * 10) != 0.001  # the order this guards against
-
-
-@pytest.mark.parametrize("jobs", [[], iter([])])
-def test_no_jobs_no_costs(jobs: Iterable[Job]) -> None:
-    assert estimated_costs(jobs, PRICES) == ({}, set())
 
 
 def test_jobs_are_read_once() -> None:
