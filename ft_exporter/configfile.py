@@ -323,6 +323,37 @@ _FIELDS: dict[str, tuple[str, Callable[[object], Any]]] = {
 _EXCLUSIVE = (("site", "base_url"), ("api_key_file", "api_key_env"))
 
 
+def base_from_config(cfg: config.Config) -> AccountSettings:
+    """The settings the flags and variables give: the defaults of a file's accounts.
+
+    Also the single implicit account when no file is given (its key from
+    ``--dashscope.api-key-file``, else from $DASHSCOPE_API_KEY).
+    """
+    return AccountSettings(
+        name=cfg.account,
+        base_url=cfg.base_url,
+        api_key_file=cfg.api_key_file,
+        api_key_env="" if cfg.api_key_file else config.API_KEY_ENV,
+        workspace=cfg.workspace,
+        models=cfg.models,
+        quota_limit=cfg.quota_limit,
+        quota=cfg.quota,
+        poll_interval=cfg.poll_interval,
+        sweep_timeout=cfg.sweep_timeout,
+        max_staleness=cfg.max_staleness,
+        timeout=cfg.timeout,
+        max_requests_per_second=cfg.max_requests_per_second,
+        max_attempts=cfg.max_attempts,
+        page_size=cfg.page_size,
+        ca_file=cfg.ca_file,
+        timezone=cfg.timezone,
+        max_job_series=cfg.max_job_series,
+        max_aggregate_series=cfg.max_aggregate_series,
+        log_max_jobs=cfg.log_max_jobs,
+        log_max_lines=cfg.log_max_lines,
+    )
+
+
 # ---- reading --------------------------------------------------------------------------
 
 
@@ -542,8 +573,10 @@ def parse(
     raw_accounts = top.get("accounts")
     if raw_accounts is None:
         problems.append("accounts: missing: a list of accounts, each with a name")
-    elif not isinstance(raw_accounts, list) or not raw_accounts:
+    elif not isinstance(raw_accounts, list):
         problems.append(f"accounts: must be a list of accounts, got {_shown(raw_accounts)}")
+    elif not raw_accounts:
+        problems.append("accounts: empty: at least one account")
     elif len(raw_accounts) > MAX_ACCOUNTS:
         problems.append(f"accounts: {len(raw_accounts)} accounts, at most {MAX_ACCOUNTS}")
     else:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import textwrap
-from datetime import timedelta, timezone
+from dataclasses import replace
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 
-from ft_exporter import configfile
+from ft_exporter import config, configfile
 from ft_exporter.collector import QuotaRule
 from ft_exporter.configfile import (
     MAX_FILE_BYTES,
@@ -175,6 +176,63 @@ logs_max_lines_per_sweep: 100000
         max_aggregate_series=7,
         log_max_jobs=0,
         log_max_lines=100000,
+    )
+
+
+def test_the_flags_give_the_base(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY)
+    from_env = config.load(
+        ["--dashscope.account=solo", "--quota.limit=3"], {"DASHSCOPE_API_KEY": KEY}
+    )
+    assert configfile.base_from_config(from_env) == replace(
+        BASE, name="solo", api_key_file="", quota_limit=3, max_aggregate_series=2000
+    )
+    from_file = config.load(
+        [
+            f"--dashscope.api-key-file={key_file}",
+            "--dashscope.base-url=https://dashscope.aliyuncs.com/api/v1",
+            "--dashscope.workspace=ws-1",
+            "--dashscope.model=m1",
+            "--dashscope.page-size=10",
+            "--dashscope.timeout=3s",
+            "--dashscope.max-requests-per-second=5",
+            "--dashscope.max-attempts=2",
+            f"--dashscope.ca-file={key_file}",
+            "--dashscope.timezone=UTC",
+            "--poll.interval=2m",
+            "--poll.sweep-timeout=50s",
+            "--poll.max-staleness=1h",
+            "--quota.statuses=RUNNING",
+            "--jobs.max-series=9",
+            "--jobs.max-aggregate-series=70",
+            "--logs.max-jobs=4",
+            "--logs.max-lines-per-sweep=40",
+        ],
+        {},
+    )
+    assert configfile.base_from_config(from_file) == AccountSettings(
+        name="default",
+        base_url=CN,
+        api_key_file=str(key_file),
+        api_key_env="",
+        workspace="ws-1",
+        models=("m1",),
+        quota_limit=20,
+        quota=QuotaRule(counted=frozenset({"RUNNING"})),
+        poll_interval=120.0,
+        sweep_timeout=50.0,
+        max_staleness=3600.0,
+        timeout=3.0,
+        max_requests_per_second=5.0,
+        max_attempts=2,
+        page_size=10,
+        ca_file=str(key_file),
+        timezone=UTC,
+        max_job_series=9,
+        max_aggregate_series=70,
+        log_max_jobs=4,
+        log_max_lines=40,
     )
 
 
@@ -350,7 +408,7 @@ def test_each_bad_account_field_is_one_line_naming_its_path(
             "accounts:\n  - name: a\n    api_key_file: 42\n",
             "accounts[0].api_key_file: must be the path of the file holding the key",
         ),
-        ("accounts: []\n", "accounts: must be a list of accounts, got a list"),
+        ("accounts: []\n", "accounts: empty: at least one account"),
         ("accounts: a\n", "accounts: must be a list of accounts, got 'a'"),
         ("defaults: {}\n", "accounts: missing: a list of accounts, each with a name"),
         ("accounts: [a]\n", "accounts[0]: must be a mapping of fields, got 'a'"),
