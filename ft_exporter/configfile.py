@@ -440,9 +440,14 @@ def _yaml_problem(path: str, exc: yaml.YAMLError, text: str) -> str:
     return f"{path}: not valid YAML"
 
 
-def _duplicate_keys(node: yaml.Node, where: str, problems: list[str]) -> None:
-    """PyYAML keeps the last of two equal keys silently; a config file must not."""
-    stack: list[tuple[yaml.Node, str]] = [(node, where)]
+def _duplicate_keys(node: yaml.Node, problems: list[str]) -> None:
+    """PyYAML keeps the last of two equal keys silently; a config file must not.
+
+    Walked without recursion (the file's depth is bounded, but its width is not);
+    the problems are sorted by where the second key stands in the file.
+    """
+    found: list[tuple[int, str]] = []
+    stack: list[tuple[yaml.Node, str]] = [(node, "")]
     seen_nodes: set[int] = set()
     while stack:
         current, at = stack.pop()
@@ -455,11 +460,12 @@ def _duplicate_keys(node: yaml.Node, where: str, problems: list[str]) -> None:
                 text = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
                 child = _join(at, text)
                 if isinstance(key, yaml.ScalarNode) and text in keys:
-                    problems.append(f"{child}: duplicate key")
+                    found.append((key.start_mark.index, f"{child}: duplicate key"))
                 keys.add(text)
                 stack.append((value, child))
         elif isinstance(current, yaml.SequenceNode):
             stack.extend((item, f"{at}[{i}]") for i, item in enumerate(current.value))
+    problems.extend(problem for _, problem in sorted(found))
 
 
 def _join(at: str, key: str, pattern: re.Pattern[str] = _FIELD_NAME) -> str:
@@ -643,7 +649,7 @@ def load(path: str, base: AccountSettings, *, poll_floor: float = 1.0) -> FileCo
         raise ConfigFileError([_yaml_problem(path, exc, text)]) from None
     problems: list[str] = []
     if node is not None:
-        _duplicate_keys(node, "", problems)
+        _duplicate_keys(node, problems)
     try:
         loaded = parse(data, base, path, poll_floor=poll_floor)
     except ConfigFileError as exc:

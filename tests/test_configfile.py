@@ -455,6 +455,23 @@ def test_every_problem_is_collected_in_file_order(tmp_path: Path) -> None:
     ]
 
 
+def test_duplicate_keys_are_listed_in_file_order(tmp_path: Path) -> None:
+    text = """\
+    defaults: {timeout: 1s, timeout: 2s}
+    accounts:
+      - {name: a, api_key_env: K, site: cn, site: intl}
+      - {name: b, api_key_env: K, models: [{x: 1, x: 2}]}
+    accounts: []
+    """
+    assert problems_of(tmp_path, text) == [
+        "defaults.timeout: duplicate key",
+        "accounts[0].site: duplicate key",
+        "accounts[1].models[0].x: duplicate key",
+        "accounts: duplicate key",
+        "accounts: empty: at least one account",  # PyYAML took the last one
+    ]
+
+
 def test_a_key_pasted_into_the_file_is_never_echoed(tmp_path: Path) -> None:
     text = f"""\
     accounts:
