@@ -96,7 +96,7 @@ class ConfigFileError(ValueError):
     """Every problem of a config file, one line each; ``str()`` is the first."""
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__(problems[0] if problems else "invalid config file")
+        super().__init__(problems[0])
         self.problems = list(problems)
 
 
@@ -203,22 +203,12 @@ def _number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"not a number: {_shown(value)}")
     try:
-        number = float(_text(value) if isinstance(value, str) else value)
+        number = float(value)
     except ValueError:
         number = math.nan
     if not math.isfinite(number):
         raise ValueError(f"not a number: {_shown(value)}")
     return number
-
-
-def _then(parse: Callable[[object], Any], *checks: Callable[[Any], None]) -> Any:
-    def parse_and_check(value: object) -> Any:
-        parsed = parse(value)
-        for check in checks:
-            check(parsed)
-        return parsed
-
-    return parse_and_check
 
 
 def _site(value: object) -> str:
@@ -289,35 +279,37 @@ def _timezone(value: object) -> tzinfo:
     return parse_timezone(_text(value))
 
 
-#: file field -> (AccountSettings attribute, parser that raises ValueError).
-_FIELDS: dict[str, tuple[str, Callable[[object], Any]]] = {
+#: file field -> (AccountSettings attribute, parser, range checks); both raise ValueError.
+_FIELDS: dict[str, tuple[str, Callable[[object], Any], *tuple[Callable[[Any], None], ...]]] = {
     "site": ("base_url", _site),
     "base_url": ("base_url", _base_url),
     "api_key_file": ("api_key_file", _key_file),
     "api_key_env": ("api_key_env", _key_env),
     "workspace": ("workspace", _word),
     "models": ("models", _models),
-    "page_size": ("page_size", _then(_count, config.check_page_size)),
-    "timeout": ("timeout", _then(_duration, config.check_positive)),
+    "page_size": ("page_size", _count, config.check_page_size),
+    "timeout": ("timeout", _duration, config.check_positive),
     "max_requests_per_second": (
         "max_requests_per_second",
-        _then(_number, config.check_positive),
+        _number,
+        config.check_positive,
     ),
-    "max_attempts": ("max_attempts", _then(_count, config.check_max_attempts)),
+    "max_attempts": ("max_attempts", _count, config.check_max_attempts),
     "ca_file": ("ca_file", _ca_file),
     "timezone": ("timezone", _timezone),
     "poll_interval": ("poll_interval", _duration),  # its floor is a parameter of load()
-    "poll_sweep_timeout": ("sweep_timeout", _then(_duration, config.check_positive)),
-    "poll_max_staleness": ("max_staleness", _then(_duration, config.check_positive)),
-    "quota_limit": ("quota_limit", _then(_count, config.check_quota_limit)),
+    "poll_sweep_timeout": ("sweep_timeout", _duration, config.check_positive),
+    "poll_max_staleness": ("max_staleness", _duration, config.check_positive),
+    "quota_limit": ("quota_limit", _count, config.check_quota_limit),
     "quota_statuses": ("quota", _quota_rule),
-    "jobs_max_series": ("max_job_series", _then(_count, config.check_max_job_series)),
+    "jobs_max_series": ("max_job_series", _count, config.check_max_job_series),
     "jobs_max_aggregate_series": (
         "max_aggregate_series",
-        _then(_count, config.check_max_aggregate_series),
+        _count,
+        config.check_max_aggregate_series,
     ),
-    "logs_max_jobs": ("log_max_jobs", _then(_count, config.check_log_max_jobs)),
-    "logs_max_lines_per_sweep": ("log_max_lines", _then(_count, config.check_log_max_lines)),
+    "logs_max_jobs": ("log_max_jobs", _count, config.check_log_max_jobs),
+    "logs_max_lines_per_sweep": ("log_max_lines", _count, config.check_log_max_lines),
 }
 #: Pairs that say one setting two ways: exclusive on one level.
 _EXCLUSIVE = (("site", "base_url"), ("api_key_file", "api_key_env"))
@@ -373,7 +365,7 @@ def _read(path: str) -> str:
 
 
 def _where(mark: Any) -> str:
-    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
+    return f"line {mark.line + 1}, column {mark.column + 1}"
 
 
 def _screen(path: str, text: str) -> None:
@@ -386,7 +378,7 @@ def _screen(path: str, text: str) -> None:
     anchors_of_open: list[str | None] = []
     anchors: dict[str, int] = {}
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(text):  # events only: no constructor runs
             tag = getattr(event, "tag", None)
             if tag not in (None, "!"):
                 raise ConfigFileError(
@@ -435,8 +427,7 @@ def _yaml_problem(path: str, exc: yaml.YAMLError, text: str) -> str:
             f"allowed at line {line}, column {column}"
         )
     if isinstance(exc, yaml.MarkedYAMLError):
-        what = exc.problem or exc.context or "unreadable"
-        return f"{path}: not valid YAML: {what} at {_where(exc.problem_mark or exc.context_mark)}"
+        return f"{path}: not valid YAML: {exc.problem} at {_where(exc.problem_mark)}"
     return f"{path}: not valid YAML"
 
 
@@ -454,17 +445,21 @@ def _duplicate_keys(node: yaml.Node, problems: list[str]) -> None:
         if id(current) in seen_nodes:
             continue
         seen_nodes.add(id(current))
+        children: list[tuple[yaml.Node, str]] = []
         if isinstance(current, yaml.MappingNode):
             keys: set[str] = set()
             for key, value in current.value:
-                text = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                # A scalar: a list or mapping as a key has failed construction already.
+                text = str(key.value)
                 child = _join(at, text)
-                if isinstance(key, yaml.ScalarNode) and text in keys:
+                if text in keys:
                     found.append((key.start_mark.index, f"{child}: duplicate key"))
                 keys.add(text)
-                stack.append((value, child))
+                children.append((value, child))
         elif isinstance(current, yaml.SequenceNode):
-            stack.extend((item, f"{at}[{i}]") for i, item in enumerate(current.value))
+            children = [(item, f"{at}[{i}]") for i, item in enumerate(current.value)]
+        # Last pushed, first visited: a node behind an alias is named by its first place.
+        stack.extend(reversed(children))
     problems.extend(problem for _, problem in sorted(found))
 
 
@@ -500,11 +495,13 @@ def _level(
         if first in data and second in data:
             problems.append(f"{at}: {first} and {second} are exclusive")
     given: dict[str, Any] = {}
-    for key, (attr, parse) in _FIELDS.items():
+    for key, (attr, parse, *checks) in _FIELDS.items():
         if key not in data:
             continue
         try:
             value = parse(data[key])
+            for check in checks:
+                check(value)
             if key == "poll_interval":
                 config.check_poll_interval(value, poll_floor)
         except ValueError as exc:
@@ -562,9 +559,7 @@ def _prices(value: object, problems: list[str]) -> Prices | None:
     return Prices(currency=currency, per_1k_tokens=MappingProxyType(table), default=default)
 
 
-def parse(
-    data: object, base: AccountSettings, path: str = "config file", *, poll_floor: float = 1.0
-) -> FileConfig:
+def _parse(data: object, base: AccountSettings, path: str, poll_floor: float) -> FileConfig:
     """Validate the loaded YAML ``data`` whole; ConfigFileError lists every problem."""
     problems: list[str] = []
     top = _mapping(data, path, problems)
@@ -631,7 +626,8 @@ def _account(
         problems.append(f"{at}: no key source: set api_key_file or api_key_env")
     if len(problems) > before:
         return None
-    return replace(base, **{"name": name, "api_key_file": "", "api_key_env": "", **settings})
+    # settings hold both key fields: _level sets the other one "" (base's are never kept).
+    return replace(base, name=name, **settings)
 
 
 def load(path: str, base: AccountSettings, *, poll_floor: float = 1.0) -> FileConfig:
@@ -642,16 +638,19 @@ def load(path: str, base: AccountSettings, *, poll_floor: float = 1.0) -> FileCo
     """
     text = _read(path)
     _screen(path, text)
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise ConfigFileError([_yaml_problem(path, exc, text)]) from None
+    finally:
+        loader.dispose()
     problems: list[str] = []
     if node is not None:
         _duplicate_keys(node, problems)
     try:
-        loaded = parse(data, base, path, poll_floor=poll_floor)
+        loaded = _parse(data, base, path, poll_floor)
     except ConfigFileError as exc:
         problems.extend(exc.problems)
     if problems:

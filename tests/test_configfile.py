@@ -333,6 +333,11 @@ ACCOUNT = "accounts:\n  - name: a\n    api_key_env: K\n"
         ("logs_max_jobs", "1001", "must be between 0 and 1000, got 1001"),
         ("logs_max_lines_per_sweep", "0", "must be between 1 and 100000, got 0"),
         ("ca_file", "/nonexistent/ca.pem", "cannot read '/nonexistent/ca.pem'"),
+        ("site", "x" * 80, f"must be intl or cn, got '{'x' * 80}'"),
+        ("site", "x" * 81, f"must be intl or cn, got '{'x' * 79}\u2026'"),  # clipped
+        ("workspace", "2024-01-01", "must be text, got a date"),
+        ("poll_interval", "true", "must be text, got true/false (true)"),
+        ("max_requests_per_second", "[1]", "not a number: a list"),
     ],
 )
 def test_each_bad_account_field_is_one_line_naming_its_path(
@@ -409,6 +414,15 @@ def test_each_bad_account_field_is_one_line_naming_its_path(
             "accounts[0].api_key_file: must be the path of the file holding the key",
         ),
         ("accounts: []\n", "accounts: empty: at least one account"),
+        ("defaults: [1]\n" + ACCOUNT, "defaults: must be a mapping of fields, got a list"),
+        (
+            ACCOUNT + "prices: {currency: CNY, per_1k_tokens: [1]}\n",
+            "prices.per_1k_tokens: must be a mapping of fields, got a list",
+        ),
+        (
+            ACCOUNT + "prices: {currency: '', per_1k_tokens: {}}\n",
+            "prices.currency: must not be empty",
+        ),
         ("accounts: a\n", "accounts: must be a list of accounts, got 'a'"),
         ("defaults: {}\n", "accounts: missing: a list of accounts, each with a name"),
         ("accounts: [a]\n", "accounts[0]: must be a mapping of fields, got 'a'"),
@@ -434,13 +448,14 @@ def test_every_problem_is_collected_in_file_order(tmp_path: Path) -> None:
       - name: sg
         site: eu
         quota_limt: 3
+        timeout: soon
         api_key_env: K
       - name: sg
         api_key_env: K
         models: [a, 3]
     prices:
       currency: CNY
-      per_1k_tokens: {qwen3-8b: cheap, default: 0.1}
+      per_1k_tokens: {qwen3-8b: cheap, 1.5: 1, default: 0.1, qwen3-14b: -1, 2.5: 1}
     """
     assert problems_of(tmp_path, text) == [
         "defaults.poll_interval: not a duration: '5x' (use e.g. 30s, 1m30s, 15m)",
@@ -449,9 +464,13 @@ def test_every_problem_is_collected_in_file_order(tmp_path: Path) -> None:
         "accounts[0]: api_key_file and api_key_env are exclusive",
         "accounts[1].quota_limt: unknown field",
         "accounts[1].site: must be intl or cn, got 'eu'",
+        "accounts[1].timeout: not a duration: 'soon' (use e.g. 30s, 1m30s, 15m)",
         "accounts[2].name: duplicate of accounts[1].name 'sg'",
         "accounts[2].models[1]: must be text, got 3",
         "prices.per_1k_tokens.qwen3-8b: not a non-negative number: 'cheap'",
+        "prices.per_1k_tokens.1.5: model name must be text, got 1.5",
+        "prices.per_1k_tokens.qwen3-14b: not a non-negative number: -1",
+        "prices.per_1k_tokens.2.5: model name must be text, got 2.5",
     ]
 
 
@@ -502,6 +521,16 @@ def test_the_poll_interval_floor_is_a_parameter(tmp_path: Path) -> None:
     assert problems_of(tmp_path, text, poll_floor=0.25) == [
         "accounts[0].poll_interval: must be at least 1s, got 0.2s"
     ]
+
+
+def test_the_bounds_are_inclusive(tmp_path: Path) -> None:
+    text = f"""\
+    accounts: [{{name: {"n" * 64}, api_key_env: K, poll_interval: 1s}}]
+    prices: {{currency: EUR, per_1k_tokens: {{free: 0}}}}
+    """
+    loaded = configfile.load(write(tmp_path, text), BASE)
+    assert (loaded.accounts[0].name, loaded.accounts[0].poll_interval) == ("n" * 64, 1.0)
+    assert loaded.prices == Prices(currency="EUR", per_1k_tokens={"free": 0.0}, default=None)
 
 
 def test_at_most_1000_accounts(tmp_path: Path) -> None:
@@ -575,6 +604,31 @@ def test_billion_laughs_is_refused_before_it_expands(tmp_path: Path) -> None:
     assert caught.value.problems == [f"{path}: more than 200000 values once aliases are expanded"]
 
 
+def test_exactly_200000_values_after_expansion_are_fine(tmp_path: Path) -> None:
+    # root 1 + "x" 1 + list &a (1 + 999) + "y" 1 + list (1 + 198 * 1000 + 994 + &s + *s)
+    scalars = ", ".join(["v"] * 994)
+    aliases = ", ".join(["*a"] * 198)
+    text = f"x: &a [{', '.join(['v'] * 999)}]\ny: [{aliases}, {scalars}, &s v, *s]\n"
+    assert problems_of(tmp_path, text) == [
+        "x: unknown field",
+        "y: unknown field",
+        "accounts: missing: a list of accounts, each with a name",
+    ]
+    path = write(tmp_path, text.replace("*s]", "*s, v]"))
+    with pytest.raises(ConfigFileError) as caught:
+        configfile.load(path, BASE)
+    assert caught.value.problems == [f"{path}: more than 200000 values once aliases are expanded"]
+
+
+def test_a_duplicate_key_behind_an_alias_is_reported_once(tmp_path: Path) -> None:
+    text = ACCOUNT + "    models: &m [{a: 1, a: 2}]\n  - {name: b, api_key_env: K, models: *m}\n"
+    assert problems_of(tmp_path, text) == [
+        "accounts[0].models[0].a: duplicate key",
+        "accounts[0].models[0]: must be text, got a mapping",
+        "accounts[1].models[0]: must be text, got a mapping",
+    ]
+
+
 def test_a_few_aliases_are_fine(tmp_path: Path) -> None:
     text = """\
     common: &common {api_key_env: K, quota_limit: 3}
@@ -608,6 +662,12 @@ def test_tags_are_refused(tmp_path: Path, text: str, tag: str) -> None:
     assert caught.value.problems == [
         f"{path}: YAML tag {tag!r} at line 1, column {text.index('!') + 1}: "
         "only plain text, numbers, lists and mappings are read"
+    ]
+
+
+def test_the_non_specific_tag_is_plain_text(tmp_path: Path) -> None:
+    assert problems_of(tmp_path, "accounts: ! x\n") == [
+        "accounts: must be a list of accounts, got 'x'"
     ]
 
 
@@ -707,6 +767,48 @@ def test_check_config_reads_every_key_source_and_never_prints_a_key(tmp_path: Pa
         ],
     )
     assert not any(KEY in line or str(tmp_path) in line for line in lines)
+
+
+def test_check_config_reads_the_process_environment_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "accounts: [{name: a, api_key_env: FT_TEST_KEY, models: [m1, m2]}]\n")
+    monkeypatch.delenv("FT_TEST_KEY", raising=False)
+    assert check_config(path, BASE) == (
+        1,
+        ["accounts[0].api_key_env: $FT_TEST_KEY is not set or empty"],
+    )
+    assert check_config(path, BASE, {}) == check_config(path, BASE)
+    monkeypatch.setenv("FT_TEST_KEY", KEY)
+    assert check_config(path, BASE) == (
+        0,
+        [
+            f"a: {INTL}, key from $FT_TEST_KEY, default workspace, models m1,m2, "
+            "quota 20 (!CANCELED,!FAILED), every 60s"
+        ],
+    )
+
+
+def test_check_config_passes_the_poll_floor_and_summarises_prices(tmp_path: Path) -> None:
+    text = """\
+    accounts: [{name: a, api_key_env: K, poll_interval: 0.2}]
+    prices: {currency: USD, per_1k_tokens: {b: 2, a: 0.5}}
+    """
+    path = write(tmp_path, text)
+    assert check_config(path, BASE, {"K": KEY}) == (
+        1,
+        ["accounts[0].poll_interval: must be at least 1s, got 0.2s"],
+    )
+    assert check_config(path, BASE, {"K": KEY}, poll_floor=0.2)[1][1:] == [
+        "prices per 1k tokens in USD: a 0.5, b 2; default none"
+    ]
+    Path(path).write_text(
+        "accounts: [{name: a, api_key_env: K}]\n"
+        "prices: {currency: USD, per_1k_tokens: {default: 1}}\n"
+    )
+    assert check_config(path, BASE, {"K": KEY})[1][1:] == [
+        "prices per 1k tokens in USD: none listed; default 1"
+    ]
 
 
 def test_check_config_lists_every_problem_of_an_invalid_file(tmp_path: Path) -> None:
