@@ -621,9 +621,14 @@ def test_exactly_200000_values_after_expansion_are_fine(tmp_path: Path) -> None:
 
 
 def test_a_duplicate_key_behind_an_alias_is_reported_once(tmp_path: Path) -> None:
-    text = ACCOUNT + "    models: &m [{a: 1, a: 2}]\n  - {name: b, api_key_env: K, models: *m}\n"
+    text = ACCOUNT + (
+        "    models: &m [{a: 1, a: 2}]\n"
+        "  - {name: b, api_key_env: K, models: *m}\n"
+        "  - {name: c, api_key_env: K, site: cn, site: cn}\n"  # the walk goes on after *m
+    )
     assert problems_of(tmp_path, text) == [
         "accounts[0].models[0].a: duplicate key",
+        "accounts[2].site: duplicate key",
         "accounts[0].models[0]: must be text, got a mapping",
         "accounts[1].models[0]: must be text, got a mapping",
     ]
@@ -799,6 +804,9 @@ def test_check_config_passes_the_poll_floor_and_summarises_prices(tmp_path: Path
         1,
         ["accounts[0].poll_interval: must be at least 1s, got 0.2s"],
     )
+    Path(path).write_text(text.replace("0.2", "1s"))  # the users' floor by default
+    assert check_config(path, BASE, {"K": KEY})[0] == 0
+    Path(path).write_text(text)
     assert check_config(path, BASE, {"K": KEY}, poll_floor=0.2)[1][1:] == [
         "prices per 1k tokens in USD: a 0.5, b 2; default none"
     ]
