@@ -9,16 +9,18 @@ another's sweep or changes another's values. The collector renders many units th
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
+from ft_exporter import keyfile
 from ft_exporter.client import FineTuneClient
 from ft_exporter.collector import CollectorSettings
+from ft_exporter.configfile import AccountSettings
 from ft_exporter.model import ExporterState, Snapshot
 from ft_exporter.poller import Poller
 from ft_exporter.retry import RetryPolicy
-from ft_exporter.secret import KeySource
+from ft_exporter.secret import KeySource, Secret
 from ft_exporter.selfmetrics import SelfMetrics
 from ft_exporter.tailer import DEFAULT_MAX_JOBS, DEFAULT_MAX_LINES, LogTailer
 
@@ -49,6 +51,61 @@ class AccountSpec:
     @property
     def name(self) -> str:
         return self.collector.account
+
+
+def spec_of(settings: AccountSettings, keys: KeySource) -> AccountSpec:
+    """The spec of an account whose key source is ready."""
+    return AccountSpec(
+        base_url=settings.base_url,
+        keys=keys,
+        key_ref=(
+            f"file:{settings.api_key_file}"
+            if settings.api_key_file
+            else f"env:{settings.api_key_env}"
+        ),
+        tz=settings.timezone,
+        workspace=settings.workspace,
+        models=settings.models,
+        page_size=settings.page_size,
+        timeout=settings.timeout,
+        max_requests_per_second=settings.max_requests_per_second,
+        max_attempts=settings.max_attempts,
+        sweep_timeout=settings.sweep_timeout,
+        ca_file=settings.ca_file,
+        poll_interval=settings.poll_interval,
+        log_max_jobs=settings.log_max_jobs,
+        log_max_lines=settings.log_max_lines,
+        collector=CollectorSettings(
+            account=settings.name,
+            quota_limit=settings.quota_limit,
+            quota=settings.quota,
+            max_job_series=settings.max_job_series,
+            max_aggregate_series=settings.max_aggregate_series,
+            max_staleness=settings.max_staleness,
+        ),
+    )
+
+
+def key_source(
+    settings: AccountSettings,
+    environ: Mapping[str, str],
+    on_key: Callable[[str], None],
+) -> KeySource:
+    """The account's key, read now (raises keyfile.InvalidKey, naming the source only).
+
+    A key file is followed like --dashscope.api-key-file; ``on_key`` is told every key
+    read (the log redacts it) before it is used.
+    """
+    if settings.api_key_file:
+        key, _ = keyfile.read_key_file(settings.api_key_file)
+        on_key(key)
+        return keyfile.KeyFile(settings.api_key_file, Secret(key), on_change=on_key)
+    source = f"${settings.api_key_env}"
+    key = keyfile.clean_key(environ.get(settings.api_key_env, ""), source)
+    if not key:
+        raise keyfile.InvalidKey(f"{source} is not set or empty")
+    on_key(key)
+    return Secret(key)
 
 
 class Account:

@@ -18,6 +18,7 @@ from typing import Protocol
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ft_exporter.cost import Prices, estimated_costs
 from ft_exporter.model import (
     DOCUMENTED_STATUSES,
     ExporterState,
@@ -203,6 +204,16 @@ def add_training(
     for name, value in values.items():
         if value is not None:
             fams[name].add_metric(ids, float(value))
+
+
+def _cost_family() -> GaugeMetricFamily:
+    """Only with a price table: tokens of the listed jobs times their model's price."""
+    return _gauge(
+        "estimated_cost",
+        "Estimated cost of the fine-tune jobs the API lists: their tokens times the model's "
+        "price per 1,000 tokens from the config file's prices (in currency).",
+        ["account", "model", "currency"],
+    )
 
 
 def _status_families() -> dict[str, GaugeMetricFamily]:
@@ -436,9 +447,13 @@ class FineTuneCollector(Collector):
         self,
         units: Callable[[], Sequence[Unit]],
         clock: Callable[[], float] = time.time,
+        prices: Callable[[], Prices | None] = lambda: None,
     ) -> None:
         self._units = units
         self._clock = clock
+        self._prices = prices
+        #: (account, model) pairs already logged as having no price.
+        self._unpriced_logged: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         #: Per account: the snapshot and settings its cached families were built from.
         self._cached: dict[str, tuple[Snapshot, CollectorSettings, list[Metric]]] = {}
@@ -448,6 +463,23 @@ class FineTuneCollector(Collector):
     def describe(self) -> Iterator[Metric]:
         yield from _job_state_families().values()
         yield from _status_families().values()
+        yield _cost_family()
+
+    def _costs(self, snapshot: Snapshot, settings: CollectorSettings, prices: Prices) -> Metric:
+        family = _cost_family()
+        costs, unpriced = estimated_costs(snapshot.jobs, prices)
+        for model, cost in sorted(costs.items()):
+            family.add_metric([settings.account, model, prices.currency], cost)
+        with self._lock:
+            new = {(settings.account, m) for m in unpriced} - self._unpriced_logged
+            self._unpriced_logged |= new
+        for account, model in sorted(new):
+            log.warning(
+                "account %s: model %s has no price and prices has no default: no cost for it",
+                account,
+                model,
+            )
+        return family
 
     def _job_metrics(self, snapshot: Snapshot, settings: CollectorSettings) -> list[Metric]:
         account = settings.account
@@ -490,6 +522,7 @@ class FineTuneCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         units = self._units()
         now = self._clock()
+        prices = self._prices()
         merged: dict[str, Metric] = {}
         for unit in units:
             state = unit.state()
@@ -497,6 +530,8 @@ class FineTuneCollector(Collector):
             families: list[Metric] = []
             if state.snapshot is not None and not is_stale(state, settings, now):
                 families.extend(self._job_metrics(state.snapshot, settings))
+                if prices is not None:
+                    families.append(self._costs(state.snapshot, settings, prices))
             families.extend(status_metrics(state, settings))
             for family in families:
                 into = merged.get(family.name)

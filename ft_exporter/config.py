@@ -133,7 +133,7 @@ def check_page_size(value: int) -> None:
 
 
 def check_poll_interval(value: float, floor: float = 1.0) -> None:
-    """``floor`` is 1 s for users; the project's tests may lower it (see _min_poll_interval)."""
+    """``floor`` is 1 s for users; the project's tests may lower it (see min_poll_interval)."""
     if not value >= floor:
         raise ValueError(f"must be at least 1s, got {value:g}s")
 
@@ -189,6 +189,9 @@ class Config:
     api_key: Secret
     #: Re-read when it changes; "" when the key came from the environment.
     api_key_file: str = ""
+    config_file: str = ""
+    shard: int = 0
+    total_shards: int = 1
     listen_host: str = ""
     listen_port: int = DEFAULT_PORT
     telemetry_path: str = "/metrics"
@@ -295,6 +298,27 @@ _FLAGS: tuple[_Flag, ...] = (
         "time a kept-alive connection may idle between requests",
         "5m",
         parse_duration,
+    ),
+    _Flag(
+        "config.file",
+        "FT_EXPORTER_CONFIG_FILE",
+        "YAML file of accounts (and prices) to poll; reloaded on SIGHUP and POST /-/reload. "
+        "The flags below then give the accounts' defaults",
+    ),
+    _Flag(
+        "shard",
+        "FT_EXPORTER_SHARD",
+        "this replica's shard, 0 .. --total-shards - 1: it polls only the accounts whose "
+        "name hashes to it",
+        "0",
+        parse_count,
+    ),
+    _Flag(
+        "total-shards",
+        "FT_EXPORTER_TOTAL_SHARDS",
+        "replicas sharing the accounts of --config.file (1: this one polls them all)",
+        "1",
+        parse_count,
     ),
     _Flag(
         "dashscope.base-url",
@@ -464,7 +488,7 @@ def _dest(flag: _Flag) -> str:
 TEST_MIN_POLL_INTERVAL_ENV = "_FT_EXPORTER_TEST_MIN_POLL_INTERVAL"
 
 
-def _min_poll_interval(environ: Mapping[str, str]) -> float:
+def min_poll_interval(environ: Mapping[str, str]) -> float:
     raw = environ.get(TEST_MIN_POLL_INTERVAL_ENV, "")
     try:
         floor = float(raw) if raw else 1.0
@@ -593,7 +617,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     _check("dashscope.page-size", check_page_size, args.dashscope_page_size)
     _check(
         "poll.interval",
-        lambda v: check_poll_interval(v, _min_poll_interval(environ)),
+        lambda v: check_poll_interval(v, min_poll_interval(environ)),
         args.poll_interval,
     )
     _check("poll.max-staleness", check_positive, args.poll_max_staleness)
@@ -639,11 +663,20 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
     # In demo mode the CLI supplies the simulator's key.
     key_file = "" if args.demo else args.dashscope_api_key_file or ""
-    key = "" if args.demo else _read_key(key_file, environ)
+    # In demo mode the CLI supplies the simulator's key; a config file names keys of its own.
+    key = "" if args.demo or args.config_file else _read_key(key_file, environ)
+    if args.total_shards < 1 or not 0 <= args.shard < args.total_shards:
+        raise ConfigError(
+            f"--shard must be between 0 and --total-shards - 1, and --total-shards at least 1; "
+            f"got --shard={args.shard} --total-shards={args.total_shards}"
+        )
     host, port = args.web_listen_address
     return Config(
         api_key=Secret(key),
         api_key_file=key_file,
+        config_file=args.config_file or "",
+        shard=args.shard,
+        total_shards=args.total_shards,
         listen_host=host,
         listen_port=port,
         telemetry_path=path,

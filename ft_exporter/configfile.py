@@ -72,6 +72,7 @@ import yaml
 from ft_exporter import config, keyfile
 from ft_exporter.client import normalise_base_url
 from ft_exporter.collector import QuotaRule
+from ft_exporter.cost import Prices
 from ft_exporter.model import parse_timezone
 
 #: A config file of 1000 accounts is about 300 KiB.
@@ -126,15 +127,6 @@ class AccountSettings:
     max_aggregate_series: int
     log_max_jobs: int
     log_max_lines: int
-
-
-@dataclass(frozen=True, slots=True)
-class Prices:
-    """Price per 1,000 tokens by model (``job.model``), and of every other model."""
-
-    currency: str
-    per_1k_tokens: Mapping[str, float]
-    default: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,19 @@ returned in the second set so the caller can log it once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from ft_exporter.configfile import Prices
 from ft_exporter.model import Job
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """Price per 1,000 tokens by model (``job.model``), and of every other model."""
+
+    currency: str
+    per_1k_tokens: Mapping[str, float]
+    default: float | None = None
 
 
 def estimated_costs(jobs: Iterable[Job], prices: Prices) -> tuple[dict[str, float], set[str]]:

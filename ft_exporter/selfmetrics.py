@@ -72,6 +72,11 @@ class SelfMetrics:
             registry=registry,
         )
         build.labels(__version__).set(1)
+        self.shard_accounts = Gauge(
+            "dashscope_finetune_shard_accounts",
+            "Accounts this exporter polls: its shard of --config.file's accounts (1 without).",
+            registry=registry,
+        )
         self._lock = threading.Lock()
         #: Every error label set used per account, so that removing an account removes all.
         self._errors: dict[str, set[tuple[str, str, str]]] = {}

@@ -242,7 +242,7 @@ def test_describe_names_every_family() -> None:
     collector = FineTuneCollector(single(ExporterState, CollectorSettings()))
     names = {m.name for m in collector.describe()}
     assert "dashscope_finetune_jobs" in names and "dashscope_finetune_up" in names
-    assert len(names) == 24  # 13 from the job list and status, 11 from training logs
+    assert len(names) == 25  # 13 from the job list and status, 11 from training logs, cost
 
 
 # --- Exact values for what scripts/mutation.sh found unpinned ----------------------------

@@ -22,9 +22,9 @@ from ft_exporter.configfile import (
     AccountSettings,
     ConfigFileError,
     FileConfig,
-    Prices,
     check_config,
 )
+from ft_exporter.cost import Prices
 from ft_exporter.model import parse_timezone
 
 KEY = "sk-configfile-SECRET-0042"

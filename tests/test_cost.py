@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from ft_exporter.configfile import Prices
-from ft_exporter.cost import estimated_costs
+from ft_exporter.cost import Prices, estimated_costs
 from ft_exporter.model import Job
 
 PRICES = Prices(
