@@ -5,6 +5,7 @@ Real processes: one simulator per account (each with its own key), the real expo
 
 from __future__ import annotations
 
+import itertools
 import json
 import textwrap
 import urllib.request
@@ -63,6 +64,15 @@ def per_account(text: str, name: str) -> dict[str, float]:
     }
 
 
+def quota_used(model: str | None = None) -> int:
+    """Jobs of the static account counted against the limit (not FAILED or CANCELED)."""
+    return sum(
+        n
+        for (job_model, _, status), (n, _) in fx.NONZERO.items()
+        if model in (None, job_model) and status not in ("FAILED", "CANCELED")
+    )
+
+
 def test_each_account_has_its_exact_values_and_a_failing_one_delays_no_other(
     sims: list[Simulator], exporter_factory: Callable[..., Exporter], tmp_path: Path
 ) -> None:
@@ -78,14 +88,11 @@ def test_each_account_has_its_exact_values_and_a_failing_one_delays_no_other(
     text = exp.metrics()
     # The static account: 16 jobs count against the limit, 19 listed (one malformed).
     assert per_account(text, "dashscope_finetune_quota_used_jobs") == {
-        "sg": fx.QUOTA_USED,
-        "bj": fx.QUOTA_USED,
-        "hz": sum(
-            n
-            for (model, _, status), (n, _) in fx.NONZERO.items()
-            if model == "qwen3-14b" and status not in ("FAILED", "CANCELED")
-        ),
+        "sg": quota_used(),
+        "bj": quota_used(),
+        "hz": quota_used("qwen3-14b"),
     }
+    assert quota_used() == 16
     assert per_account(text, "dashscope_finetune_quota_limit_jobs") == {
         "sg": 20,
         "bj": 30,
@@ -104,12 +111,12 @@ def test_each_account_has_its_exact_values_and_a_failing_one_delays_no_other(
     )
     wait_for(lambda: len(sims[0].stats()["request_times"]) >= start + 6, what="6 sweeps of sg")
     times = sims[0].stats()["request_times"][start:]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     # sg keeps its 1 s schedule (one list request a sweep), whatever bj and hz do.
     assert max(gaps) < 2.5, gaps
     text = exp.metrics()
     assert per_account(text, "dashscope_finetune_up")["sg"] == 1
-    assert per_account(text, "dashscope_finetune_quota_used_jobs")["sg"] == fx.QUOTA_USED
+    assert per_account(text, "dashscope_finetune_quota_used_jobs")["sg"] == quota_used()
     throttled = value(
         text,
         "dashscope_finetune_api_errors_total",
