@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
-from ft_exporter import keyfile
+from ft_exporter import keyfile, logs
 from ft_exporter.client import FineTuneClient
 from ft_exporter.collector import CollectorSettings
 from ft_exporter.configfile import AccountSettings
@@ -156,6 +156,7 @@ class Account:
         return self.poller.swept
 
     def _sweep(self) -> Snapshot:
+        logs.set_account(self.spec.name)  # this thread's log lines name the account
         # The logs are read inside the list's sweep window: one deadline bounds both.
         with self.client.sweep_window():
             return self.tailer.follow(self.client.sweep(self.spec.models))

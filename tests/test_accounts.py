@@ -222,6 +222,10 @@ def test_reload_adds_removes_and_changes_accounts_and_keeps_the_others_counting(
             "accounts[0]: no key source: set api_key_file or api_key_env",
         ),
         (
+            'accounts:\n  - name: "a\\x1b[31m"\n    site: intl\n    api_key_env: K\n',
+            "accounts[0].name: contains a control character (U+001B)",
+        ),
+        (
             "accounts:\n  - name: a\n    site: intl\n    api_key_env: UNSET_KEY_VARIABLE\n",
             "accounts[0].api_key_env: $UNSET_KEY_VARIABLE is not set or empty",
         ),
@@ -236,6 +240,20 @@ def test_a_bad_config_file_stops_the_start_with_its_line_and_exit_2(
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [f"ft-exporter: error: {line}"]
     assert "sk-some-key" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "line"),
+    [
+        ("/dev/zero", "/dev/zero: is a character device, not a config file"),
+        ("/nonexistent/x.yml", "/nonexistent/x.yml: cannot read: No such file or directory"),
+        ("/", "/: is a directory, not a config file"),
+    ],
+)
+def test_a_config_path_that_is_no_file_stops_the_start_at_once(path: str, line: str) -> None:
+    result = run_cli(f"--config.file={path}", timeout=10)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"ft-exporter: error: {line}"]
 
 
 def test_check_config_prints_a_line_per_account_and_never_a_key(tmp_path: Path) -> None:
