@@ -315,3 +315,30 @@ def test_shards_poll_disjoint_accounts_that_cover_them_all(
         exp.stop()
     assert set().union(*polled) == set(names)
     assert sum(len(p) for p in polled) == len(names)
+
+
+def test_estimated_cost_has_its_hand_computed_values(
+    simulator: Simulator, exporter_factory: Callable[..., Exporter], tmp_path: Path
+) -> None:
+    """The static account's tokens by model (tests/fixtures.py), priced by hand."""
+    config = tmp_path / "accounts.yml"
+    config.write_text(
+        "accounts:\n"
+        + account_yaml("sg", simulator, "KEY")
+        + "prices:\n  currency: CNY\n  per_1k_tokens: {qwen3-14b: 0.5, qwen3-8b: 0.25}\n"
+    )
+    exp = exporter_factory([f"--config.file={config}"], env={"KEY": simulator.key})
+    costs = {
+        (dict(labels)["model"], dict(labels)["currency"]): v
+        for (name, labels), v in samples(exp.metrics()).items()
+        if name == "dashscope_finetune_estimated_cost"
+    }
+    # qwen3-14b: 279808 + 100000 + 50000 + 12345 = 442153 tokens; qwen3-8b: 2000 + 3000.
+    assert costs == {("qwen3-14b", "CNY"): 221.0765, ("qwen3-8b", "CNY"): 1.25}
+    # qwen2.5-7b-instruct (4096 tokens) has no price and there is no default: no series.
+    assert "model qwen2.5-7b-instruct has no price" in exp.output()
+    tokens = {
+        model: sum(t for (m, _, _), (_, t) in fx.NONZERO.items() if m == model)
+        for model in ("qwen3-14b", "qwen3-8b", "qwen2.5-7b-instruct")
+    }
+    assert tokens == {"qwen3-14b": 442153, "qwen3-8b": 5000, "qwen2.5-7b-instruct": 4096}
