@@ -178,6 +178,7 @@ class Accounts:
         self._metrics = metrics
         self._lock = threading.Lock()
         self._units: tuple[Account, ...] = ()
+        self._applied = False
 
     def units(self) -> tuple[Account, ...]:
         """The current accounts (a tuple replaced whole: scrapes read it without a lock)."""
@@ -185,9 +186,10 @@ class Accounts:
 
     @property
     def ready(self) -> bool:
-        """Every account has ended a sweep, successfully or not."""
+        """Every account has ended a sweep, successfully or not (a replica whose shard
+        holds no account is ready once it knows that)."""
         units = self._units
-        return bool(units) and all(unit.swept for unit in units)
+        return self._applied and all(unit.swept for unit in units)
 
     def apply(self, specs: Sequence[AccountSpec]) -> tuple[list[str], list[str], list[str]]:
         """Poll exactly ``specs``: unchanged accounts keep running untouched, changed ones
@@ -211,6 +213,7 @@ class Accounts:
                     unit.start()
                     units.append(unit)
             self._units = tuple(units)
+            self._applied = True
         return added, changed, removed
 
     def stop(self) -> None:
