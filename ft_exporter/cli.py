@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import FrameType
 
@@ -16,17 +17,15 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from ft_exporter import __version__, config, logs
-from ft_exporter.client import FineTuneClient
-from ft_exporter.collector import CollectorSettings, FineTuneCollector
+from ft_exporter import __version__, config, configfile, keyfile, logs, sharding, webconfig
+from ft_exporter.account import Accounts, AccountSpec, key_source, spec_of
+from ft_exporter.collector import FineTuneCollector
+from ft_exporter.cost import Prices
 from ft_exporter.http.server import ExporterHTTPServer, Limits, connection_cap, raise_fd_limit
 from ft_exporter.keyfile import KeyFile
-from ft_exporter.model import Snapshot
-from ft_exporter.poller import Poller
-from ft_exporter.retry import RetryPolicy
+from ft_exporter.reload import Reloader, ReloadError
 from ft_exporter.secret import KeySource, Secret
-from ft_exporter.selfmetrics import ExporterMetrics
-from ft_exporter.tailer import LogTailer
+from ft_exporter.selfmetrics import SelfMetrics
 
 log = logging.getLogger("ft_exporter")
 
@@ -44,14 +43,78 @@ def build_registry() -> CollectorRegistry:
 
 def _ignore_hangup(_signum: int, _frame: FrameType | None) -> None:
     """SIGHUP's default action kills the process; operators send it expecting a reload."""
-    log.info("received SIGHUP; reloading is not supported yet, ignoring")
+    log.info("received SIGHUP before the exporter was up; ignoring")
+
+
+def read_accounts(
+    cfg: config.Config, keys: KeySource, on_key: Callable[[str], None]
+) -> tuple[list[AccountSpec], Prices | None]:
+    """The accounts this replica polls, and the prices; raises ConfigFileError.
+
+    Without --config.file: the one account the flags describe. With it: the file's
+    accounts of this shard, each key read now (so a missing key fails here, whole).
+    """
+    base = configfile.base_from_config(cfg)
+    if not cfg.config_file:
+        return [spec_of(base, keys)], None
+    loaded = configfile.load(cfg.config_file, base, poll_floor=config.min_poll_interval(os.environ))
+    owned = set(sharding.owned([a.name for a in loaded.accounts], cfg.shard, cfg.total_shards))
+    specs: list[AccountSpec] = []
+    problems: list[str] = []
+    for index, settings in enumerate(loaded.accounts):
+        if settings.name not in owned:
+            continue
+        try:
+            specs.append(spec_of(settings, key_source(settings, os.environ, on_key)))
+        except (keyfile.InvalidKey, OSError) as exc:
+            field = "api_key_file" if settings.api_key_file else "api_key_env"
+            problems.append(f"accounts[{index}].{field}: {exc}")
+    if problems:
+        raise configfile.ConfigFileError(problems)
+    return specs, loaded.prices
+
+
+def describe_accounts(cfg: config.Config, specs: Sequence[AccountSpec]) -> str:
+    if not cfg.config_file:
+        spec = specs[0]
+        return (
+            f"{spec.base_url} every {spec.poll_interval:g}s (account={spec.name}, "
+            f"models={','.join(spec.models) or 'all'})"
+        )
+    shard = f", shard {cfg.shard} of {cfg.total_shards}" if cfg.total_shards > 1 else ""
+    return f"{len(specs)} account(s) of {cfg.config_file}{shard}: " + ",".join(
+        spec.name for spec in specs
+    )
+
+
+def check_config_command(argv: Sequence[str]) -> int:
+    """``ft-exporter check-config FILE [FLAGS]``: validate, print, start nothing."""
+    if not argv or argv[0].startswith("-"):
+        print("usage: ft-exporter check-config FILE [FLAGS]", file=sys.stderr)
+        return 2
+    try:
+        cfg = config.load(["--config.file", argv[0], *argv[1:]])
+    except config.ConfigError as exc:
+        print(f"ft-exporter: error: {exc}", file=sys.stderr)
+        return 2
+    code, lines = configfile.check_config(
+        cfg.config_file,
+        configfile.base_from_config(cfg),
+        poll_floor=config.min_poll_interval(os.environ),
+    )
+    for line in lines:
+        print(line, file=sys.stdout if code == 0 else sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["check-config"]:
+        return check_config_command(args[1:])
     # Until logging is set up a hangup is dropped silently; after that, logged (below).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        cfg = config.load(argv)
+        cfg = config.load(args)
     except config.ConfigError as exc:
         print(f"ft-exporter: error: {exc}", file=sys.stderr)
         return 2
@@ -72,48 +135,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in cfg.web.warnings:
         log.warning("--web.config.file %s: %s", cfg.web_config_file, warning)
 
+    try:
+        specs, prices = read_accounts(cfg, keys, redact.add)
+    except configfile.ConfigFileError as exc:
+        for problem in exc.problems:
+            print(f"ft-exporter: error: {problem}", file=sys.stderr)
+        return 2
+
     registry = build_registry()
-    metrics = ExporterMetrics(registry, cfg.account)
+    metrics = SelfMetrics(registry)
+    accounts = Accounts(metrics)
+    current_prices = [prices]
+    registry.register(FineTuneCollector(accounts.units, prices=lambda: current_prices[0]))
     stop = threading.Event()
-    client = FineTuneClient(
-        cfg.base_url,
-        keys,
-        workspace=cfg.workspace,
-        page_size=cfg.page_size,
-        timeout=cfg.timeout,
-        tz=cfg.timezone,
-        observer=metrics,
-        retry=RetryPolicy(max_attempts=cfg.max_attempts),
-        max_requests_per_second=cfg.max_requests_per_second,
-        sweep_timeout=cfg.sweep_timeout,
-        ca_file=cfg.ca_file or None,
-        stop=stop,
-    )
-
-    def on_sweep(ok: bool) -> None:
-        metrics.sweeps.labels(cfg.account).inc()
-        if not ok:
-            metrics.sweep_failures.labels(cfg.account).inc()
-
-    tailer = LogTailer(
-        client, tz=cfg.timezone, max_jobs=cfg.log_max_jobs, max_lines=cfg.log_max_lines
-    )
-
-    def sweep() -> Snapshot:
-        # The logs are read inside the list's sweep window: one deadline bounds both.
-        with client.sweep_window():
-            return tailer.follow(client.sweep(cfg.models))
-
-    poller = Poller(sweep, cfg.poll_interval, on_sweep=on_sweep, stop=stop)
-    settings = CollectorSettings(
-        account=cfg.account,
-        quota_limit=cfg.quota_limit,
-        quota=cfg.quota,
-        max_job_series=cfg.max_job_series,
-        max_aggregate_series=cfg.max_aggregate_series,
-        max_staleness=cfg.max_staleness,
-    )
-    registry.register(FineTuneCollector(poller.state, settings))
 
     before, fd_limit = raise_fd_limit()
     if fd_limit != before:
@@ -135,15 +169,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = ExporterHTTPServer(
             (cfg.listen_host, cfg.listen_port),
             registry,
-            lambda: poller.ready,
+            lambda: accounts.ready,
             cfg.telemetry_path,
             web=cfg.web,
             auth_exempt=config.HEALTH_PATHS if cfg.health_no_auth else (),
             limits=limits,
+            reload=lambda: reloader.reload(),
         )
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", cfg.listen_host, cfg.listen_port, exc.strerror)
         return 1
+
+    Loaded = tuple[list[AccountSpec], Prices | None, webconfig.WebConfig]
+
+    def load() -> Loaded:
+        """Everything a reload reads, validated whole before anything changes."""
+        try:
+            new_specs, new_prices = read_accounts(cfg, keys, redact.add)
+        except configfile.ConfigFileError as exc:
+            raise ReloadError("; ".join(exc.problems)) from None
+        if not cfg.web_config_file:
+            return new_specs, new_prices, webconfig.WebConfig()
+        try:
+            return new_specs, new_prices, webconfig.load(cfg.web_config_file)
+        except webconfig.WebConfigError as exc:
+            raise ReloadError(f"--web.config.file {cfg.web_config_file!r}: {exc}") from None
+
+    def apply(loaded: Loaded) -> None:
+        new_specs, new_prices, web = loaded
+        for warning in web.warnings:
+            log.warning("--web.config.file %s: %s", cfg.web_config_file, warning)
+        server.set_web(web)
+        current_prices[0] = new_prices
+        added, changed, removed = accounts.apply(new_specs)
+        metrics.shard_accounts.set(len(new_specs))
+        if added or changed or removed:
+            log.info(
+                "accounts: %d polled; added %s, changed %s, removed %s",
+                len(new_specs),
+                ",".join(added) or "none",
+                ",".join(changed) or "none",
+                ",".join(removed) or "none",
+            )
+
+    reloader = Reloader(registry, load, apply)
+
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        log.info("received SIGHUP, reloading the configuration")
+        reloader.reload_in_background()
+
+    signal.signal(signal.SIGHUP, on_hangup)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
@@ -153,20 +228,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     server.serve_in_thread()
-    poller.start()
+    accounts.apply(specs)
+    metrics.shard_accounts.set(len(specs))
     host = cfg.listen_host or "0.0.0.0"
     scheme = cfg.web.scheme
     log.info(
-        "ft-exporter %s listening on %s://%s:%d%s, polling %s every %gs (account=%s, models=%s)",
+        "ft-exporter %s listening on %s://%s:%d%s, polling %s",
         __version__,
         scheme,
         host,
         server.port,
         cfg.telemetry_path,
-        client.base_url,
-        cfg.poll_interval,
-        cfg.account,
-        ",".join(cfg.models) or "all",
+        describe_accounts(cfg, specs),
     )
     if cfg.web.tls is not None:
         log.info(
@@ -193,8 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop.wait()
     server.shutdown()
     server.server_close()
-    poller.stop(timeout=3.0)
-    client.close()
+    accounts.stop()
     if simulator is not None:
         simulator.stop()
     log.info("stopped")

@@ -11,12 +11,14 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ft_exporter.cost import Prices, estimated_costs
 from ft_exporter.model import (
     DOCUMENTED_STATUSES,
     ExporterState,
@@ -202,6 +204,16 @@ def add_training(
     for name, value in values.items():
         if value is not None:
             fams[name].add_metric(ids, float(value))
+
+
+def _cost_family() -> GaugeMetricFamily:
+    """Only with a price table: tokens of the listed jobs times their model's price."""
+    return _gauge(
+        "estimated_cost",
+        "Estimated cost of the fine-tune jobs the API lists: their tokens times the model's "
+        "price per 1,000 tokens from the config file's prices (in currency).",
+        ["account", "model", "currency"],
+    )
 
 
 def _status_families() -> dict[str, GaugeMetricFamily]:
@@ -394,66 +406,142 @@ def is_stale(state: ExporterState, settings: CollectorSettings, now: float) -> b
     return now - state.last_success > settings.max_staleness
 
 
+class Unit(Protocol):
+    """What the collector needs of an account: its settings and its latest state."""
+
+    @property
+    def settings(self) -> CollectorSettings: ...
+
+    def state(self) -> ExporterState: ...
+
+
+@dataclass(frozen=True)
+class StateUnit:
+    """A unit made of settings and a state reader: one account without a poller of its own
+    (tests, benchmarks)."""
+
+    settings: CollectorSettings
+    read: Callable[[], ExporterState]
+
+    def state(self) -> ExporterState:
+        return self.read()
+
+
+def single(
+    read: Callable[[], ExporterState], settings: CollectorSettings
+) -> Callable[[], list[Unit]]:
+    """The units of a collector that renders one account."""
+    unit = StateUnit(settings, read)
+    return lambda: [unit]
+
+
 class FineTuneCollector(Collector):
-    """Custom collector: the job metrics of the latest complete sweep.
+    """Custom collector: the job metrics of every account's latest complete sweep.
 
     Aggregation runs once per snapshot, not once per scrape, so many scrapers
-    cost no more than one.
+    cost no more than one. Each account's families are merged into one family per
+    metric name, as the exposition format requires.
     """
 
     def __init__(
         self,
-        state: Callable[[], ExporterState],
-        settings: CollectorSettings,
+        units: Callable[[], Sequence[Unit]],
         clock: Callable[[], float] = time.time,
+        prices: Callable[[], Prices | None] = lambda: None,
     ) -> None:
-        self._state = state
-        self.settings = settings
+        self._units = units
         self._clock = clock
+        self._prices = prices
+        #: (account, model) pairs already logged as having no price.
+        self._unpriced_logged: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
-        self._cached: tuple[Snapshot | None, list[Metric]] = (None, [])
-        self._dropped_logged = 0
-        self._skipped_logged = 0
+        #: Per account: the snapshot and settings its cached families were built from.
+        self._cached: dict[str, tuple[Snapshot, CollectorSettings, list[Metric]]] = {}
+        self._dropped_logged: dict[str, int] = {}
+        self._skipped_logged: dict[str, int] = {}
 
     def describe(self) -> Iterator[Metric]:
         yield from _job_state_families().values()
         yield from _status_families().values()
+        yield _cost_family()
 
-    def _job_metrics(self, snapshot: Snapshot) -> list[Metric]:
+    def _costs(self, snapshot: Snapshot, settings: CollectorSettings, prices: Prices) -> Metric:
+        family = _cost_family()
+        costs, unpriced = estimated_costs(snapshot.jobs, prices)
+        for model, cost in sorted(costs.items()):
+            family.add_metric([settings.account, model, prices.currency], cost)
         with self._lock:
-            cached_snapshot, families = self._cached
-            if cached_snapshot is not snapshot:
-                built = build_job_state(snapshot, self.settings)
-                self._log_changes(built)
-                families = built.families
-                self._cached = (snapshot, families)
-            return families
+            new = {(settings.account, m) for m in unpriced} - self._unpriced_logged
+            self._unpriced_logged |= new
+        for account, model in sorted(new):
+            log.warning(
+                "account %s: model %s has no price and prices has no default: no cost for it",
+                account,
+                model,
+            )
+        return family
 
-    def _log_changes(self, built: JobState) -> None:
+    def _job_metrics(self, snapshot: Snapshot, settings: CollectorSettings) -> list[Metric]:
+        account = settings.account
+        with self._lock:
+            cached = self._cached.get(account)
+            if cached is not None and cached[0] is snapshot and cached[1] is settings:
+                return cached[2]
+        built = build_job_state(snapshot, settings)
+        with self._lock:
+            self._log_changes(settings, built)
+            self._cached[account] = (snapshot, settings, built.families)
+        return built.families
+
+    def _log_changes(self, settings: CollectorSettings, built: JobState) -> None:
         """Say when what was left out changes, not on every sweep or scrape."""
-        if built.dropped_series != self._dropped_logged:
-            self._dropped_logged = built.dropped_series
+        account = settings.account
+        if built.dropped_series != self._dropped_logged.get(account, 0):
+            self._dropped_logged[account] = built.dropped_series
             if built.dropped_series:
                 log.warning(
-                    "%d aggregate series left out of dashscope_finetune_jobs and "
-                    "dashscope_finetune_usage_tokens each: over "
-                    "--jobs.max-aggregate-series=%d",
+                    "account %s: %d aggregate series left out of dashscope_finetune_jobs and "
+                    "dashscope_finetune_usage_tokens each: over --jobs.max-aggregate-series=%d",
+                    account,
                     built.dropped_series,
-                    self.settings.max_aggregate_series,
+                    settings.max_aggregate_series,
                 )
             else:
-                log.info("no aggregate series left out any more")
-        if built.skipped_jobs != self._skipped_logged:
-            self._skipped_logged = built.skipped_jobs
+                log.info("account %s: no aggregate series left out any more", account)
+        if built.skipped_jobs != self._skipped_logged.get(account, 0):
+            self._skipped_logged[account] = built.skipped_jobs
             if built.skipped_jobs:
                 log.error(
-                    "%d job(s) left out of the metrics, their values unusable (a bug): %s",
+                    "account %s: %d job(s) left out of the metrics, their values unusable "
+                    "(a bug): %s",
+                    account,
                     built.skipped_jobs,
                     built.skip_reason,
                 )
 
     def collect(self) -> Iterator[Metric]:
-        state = self._state()
-        if state.snapshot is not None and not is_stale(state, self.settings, self._clock()):
-            yield from self._job_metrics(state.snapshot)
-        yield from status_metrics(state, self.settings)
+        units = self._units()
+        now = self._clock()
+        prices = self._prices()
+        merged: dict[str, Metric] = {}
+        for unit in units:
+            state = unit.state()
+            settings = unit.settings
+            families: list[Metric] = []
+            if state.snapshot is not None and not is_stale(state, settings, now):
+                families.extend(self._job_metrics(state.snapshot, settings))
+                if prices is not None:
+                    families.append(self._costs(state.snapshot, settings, prices))
+            families.extend(status_metrics(state, settings))
+            for family in families:
+                into = merged.get(family.name)
+                if into is None:
+                    into = merged[family.name] = Metric(
+                        family.name, family.documentation, family.type, family.unit
+                    )
+                into.samples.extend(family.samples)
+        with self._lock:
+            for account in set(self._cached) - {unit.settings.account for unit in units}:
+                del self._cached[account]  # an account no longer polled
+        order = [family.name for family in self.describe()]
+        yield from sorted(merged.values(), key=lambda family: order.index(family.name))

@@ -8,6 +8,7 @@ stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -62,9 +63,13 @@ def parse_duration(text: str) -> float:
     """Prometheus-style durations (``90s``, ``1m30s``, ``15m``) or plain seconds."""
     value = text.strip()
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # float() also reads "nan" and "inf", which no comparison with a bound refuses.
+        if math.isfinite(seconds):
+            return seconds
     pos = 0
     total = 0.0
     for match in _DURATION_RE.finditer(value):
@@ -93,18 +98,88 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def parse_quota_statuses(text: str) -> QuotaRule:
-    """``!FAILED,!CANCELED`` (count all but these) or ``RUNNING,SUCCEEDED`` (count only these)."""
+def parse_quota_rule(text: str) -> QuotaRule:
+    """``!FAILED,!CANCELED`` (count all but these) or ``RUNNING,SUCCEEDED`` (count only these).
+
+    Its messages name no setting: the flag and the config file each put their own name first.
+    """
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
-        raise ValueError("--quota.statuses is empty")
+        raise ValueError("is empty")
     negated = [item[1:] for item in items if item.startswith("!")]
     plain = [item for item in items if not item.startswith("!")]
     if negated and plain:
-        raise ValueError("--quota.statuses mixes '!STATUS' and 'STATUS'; use one form")
+        raise ValueError("mixes '!STATUS' and 'STATUS'; use one form")
     if negated:
         return QuotaRule(counted=None, excluded=frozenset(normalise_status(s) for s in negated))
     return QuotaRule(counted=frozenset(normalise_status(s) for s in plain))
+
+
+def parse_quota_statuses(text: str) -> QuotaRule:
+    """:func:`parse_quota_rule` for the flag, whose messages start with its name."""
+    try:
+        return parse_quota_rule(text)
+    except ValueError as exc:
+        raise ValueError(f"--quota.statuses {exc}") from None
+
+
+# The range checks of the per-account settings, shared by the flags (load) and the config
+# file (configfile): each raises ValueError with a message that names no setting.
+
+
+def check_page_size(value: int) -> None:
+    if not 1 <= value <= 100:
+        raise ValueError(f"must be between 1 and 100, got {value}")
+
+
+def check_poll_interval(value: float, floor: float = 1.0) -> None:
+    """``floor`` is 1 s for users; the project's tests may lower it (see min_poll_interval)."""
+    if not value >= floor:
+        raise ValueError(f"must be at least 1s, got {value:g}s")
+
+
+def check_positive(value: float) -> None:
+    if not value > 0:
+        raise ValueError("must be positive")
+
+
+def check_max_attempts(value: int) -> None:
+    if not 1 <= value <= 10:
+        raise ValueError("must be between 1 and 10")
+
+
+def check_quota_limit(value: int) -> None:
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+
+
+def check_max_job_series(value: int) -> None:
+    if value < 0:
+        raise ValueError("must not be negative")
+
+
+def check_max_aggregate_series(value: int) -> None:
+    if value < len(DOCUMENTED_STATUSES):
+        raise ValueError(
+            f"must be at least {len(DOCUMENTED_STATUSES)} "
+            f"(one model's documented statuses), got {value}"
+        )
+
+
+def check_log_max_jobs(value: int) -> None:
+    if not 0 <= value <= MAX_LOG_JOBS:
+        raise ValueError(f"must be between 0 and {MAX_LOG_JOBS}, got {value}")
+
+
+def check_log_max_lines(value: int) -> None:
+    if not 1 <= value <= MAX_LOG_LINES:
+        raise ValueError(f"must be between 1 and {MAX_LOG_LINES}, got {value}")
+
+
+def check_quota_statuses(rule: QuotaRule) -> None:
+    unknown = [s for s in _quota_statuses(rule) if s not in KNOWN_STATUSES]
+    if unknown:
+        raise ValueError(f"names unknown status(es): {', '.join(unknown)}")
 
 
 @dataclass(frozen=True)
@@ -114,6 +189,9 @@ class Config:
     api_key: Secret
     #: Re-read when it changes; "" when the key came from the environment.
     api_key_file: str = ""
+    config_file: str = ""
+    shard: int = 0
+    total_shards: int = 1
     listen_host: str = ""
     listen_port: int = DEFAULT_PORT
     telemetry_path: str = "/metrics"
@@ -220,6 +298,27 @@ _FLAGS: tuple[_Flag, ...] = (
         "time a kept-alive connection may idle between requests",
         "5m",
         parse_duration,
+    ),
+    _Flag(
+        "config.file",
+        "FT_EXPORTER_CONFIG_FILE",
+        "YAML file of accounts (and prices) to poll; reloaded on SIGHUP and POST /-/reload. "
+        "The flags below then give the accounts' defaults",
+    ),
+    _Flag(
+        "shard",
+        "FT_EXPORTER_SHARD",
+        "this replica's shard, 0 .. --total-shards - 1: it polls only the accounts whose "
+        "name hashes to it",
+        "0",
+        parse_count,
+    ),
+    _Flag(
+        "total-shards",
+        "FT_EXPORTER_TOTAL_SHARDS",
+        "replicas sharing the accounts of --config.file (1: this one polls them all)",
+        "1",
+        parse_count,
     ),
     _Flag(
         "dashscope.base-url",
@@ -389,7 +488,7 @@ def _dest(flag: _Flag) -> str:
 TEST_MIN_POLL_INTERVAL_ENV = "_FT_EXPORTER_TEST_MIN_POLL_INTERVAL"
 
 
-def _min_poll_interval(environ: Mapping[str, str]) -> float:
+def min_poll_interval(environ: Mapping[str, str]) -> float:
     raw = environ.get(TEST_MIN_POLL_INTERVAL_ENV, "")
     try:
         floor = float(raw) if raw else 1.0
@@ -494,6 +593,14 @@ def _read_key(path: str, environ: Mapping[str, str]) -> str:
     return key
 
 
+def _check(flag: str, check: Callable[[Any], None], value: Any) -> None:
+    """Run a shared range check on a flag's value; its message follows the flag's name."""
+    try:
+        check(value)
+    except ValueError as exc:
+        raise ConfigError(f"--{flag} {exc}") from None
+
+
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Parse and validate. argparse errors exit 2 themselves; the rest raise ConfigError."""
     environ = os.environ if env is None else env
@@ -507,28 +614,23 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         check_text(environ.get(MODELS_ENV, ""))
     except ValueError as exc:
         raise ConfigError(f"{MODELS_ENV}: {exc}") from None
-    if args.dashscope_page_size < 1 or args.dashscope_page_size > 100:
-        raise ConfigError(
-            f"--dashscope.page-size must be between 1 and 100, got {args.dashscope_page_size}"
-        )
-    if args.poll_interval < _min_poll_interval(environ):
-        raise ConfigError(f"--poll.interval must be at least 1s, got {args.poll_interval:g}s")
-    if args.poll_max_staleness <= 0:
-        raise ConfigError("--poll.max-staleness must be positive")
-    if args.dashscope_timeout <= 0:
-        raise ConfigError("--dashscope.timeout must be positive")
-    if args.dashscope_max_requests_per_second <= 0:
-        raise ConfigError("--dashscope.max-requests-per-second must be positive")
-    if not 1 <= args.dashscope_max_attempts <= 10:
-        raise ConfigError("--dashscope.max-attempts must be between 1 and 10")
-    if args.poll_sweep_timeout <= 0:
-        raise ConfigError("--poll.sweep-timeout must be positive")
+    _check("dashscope.page-size", check_page_size, args.dashscope_page_size)
+    _check(
+        "poll.interval",
+        lambda v: check_poll_interval(v, min_poll_interval(environ)),
+        args.poll_interval,
+    )
+    _check("poll.max-staleness", check_positive, args.poll_max_staleness)
+    _check("dashscope.timeout", check_positive, args.dashscope_timeout)
+    _check(
+        "dashscope.max-requests-per-second", check_positive, args.dashscope_max_requests_per_second
+    )
+    _check("dashscope.max-attempts", check_max_attempts, args.dashscope_max_attempts)
+    _check("poll.sweep-timeout", check_positive, args.poll_sweep_timeout)
     if args.dashscope_ca_file and not os.access(args.dashscope_ca_file, os.R_OK):
         raise ConfigError(f"cannot read --dashscope.ca-file {args.dashscope_ca_file!r}")
-    if args.quota_limit < 1:
-        raise ConfigError(f"--quota.limit must be at least 1, got {args.quota_limit}")
-    if args.jobs_max_series < 0:
-        raise ConfigError("--jobs.max-series must not be negative")
+    _check("quota.limit", check_quota_limit, args.quota_limit)
+    _check("jobs.max-series", check_max_job_series, args.jobs_max_series)
     if not 1 <= args.web_max_connections <= MAX_CONNECTIONS:
         raise ConfigError(
             f"--web.max-connections must be between 1 and {MAX_CONNECTIONS}, "
@@ -538,20 +640,9 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         raise ConfigError("--web.read-header-timeout must be positive and at most 10m")
     if not 0 < args.web_idle_timeout <= 3600:
         raise ConfigError("--web.idle-timeout must be positive and at most 1h")
-    if args.jobs_max_aggregate_series < len(DOCUMENTED_STATUSES):
-        raise ConfigError(
-            f"--jobs.max-aggregate-series must be at least {len(DOCUMENTED_STATUSES)} "
-            f"(one model's documented statuses), got {args.jobs_max_aggregate_series}"
-        )
-    if not 0 <= args.logs_max_jobs <= MAX_LOG_JOBS:
-        raise ConfigError(
-            f"--logs.max-jobs must be between 0 and {MAX_LOG_JOBS}, got {args.logs_max_jobs}"
-        )
-    if not 1 <= args.logs_max_lines_per_sweep <= MAX_LOG_LINES:
-        raise ConfigError(
-            f"--logs.max-lines-per-sweep must be between 1 and {MAX_LOG_LINES}, "
-            f"got {args.logs_max_lines_per_sweep}"
-        )
+    _check("jobs.max-aggregate-series", check_max_aggregate_series, args.jobs_max_aggregate_series)
+    _check("logs.max-jobs", check_log_max_jobs, args.logs_max_jobs)
+    _check("logs.max-lines-per-sweep", check_log_max_lines, args.logs_max_lines_per_sweep)
     if args.log_level not in LOG_LEVELS:
         raise ConfigError(f"--log.level must be one of {', '.join(LOG_LEVELS)}")
     if args.log_format not in LOG_FORMATS:
@@ -561,9 +652,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         raise ConfigError(f"--web.telemetry-path must be a path of its own, got {path!r}")
     if not args.dashscope_account.strip():
         raise ConfigError("--dashscope.account must not be empty")
-    unknown = [s for s in _quota_statuses(args.quota_statuses) if s not in KNOWN_STATUSES]
-    if unknown:
-        raise ConfigError(f"--quota.statuses names unknown status(es): {', '.join(unknown)}")
+    _check("quota.statuses", check_quota_statuses, args.quota_statuses)
     web_file = args.web_config_file or ""
     web = webconfig.WebConfig()
     if web_file:
@@ -574,11 +663,20 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
     # In demo mode the CLI supplies the simulator's key.
     key_file = "" if args.demo else args.dashscope_api_key_file or ""
-    key = "" if args.demo else _read_key(key_file, environ)
+    # In demo mode the CLI supplies the simulator's key; a config file names keys of its own.
+    key = "" if args.demo or args.config_file else _read_key(key_file, environ)
+    if args.total_shards < 1 or not 0 <= args.shard < args.total_shards:
+        raise ConfigError(
+            f"--shard must be between 0 and --total-shards - 1, and --total-shards at least 1; "
+            f"got --shard={args.shard} --total-shards={args.total_shards}"
+        )
     host, port = args.web_listen_address
     return Config(
         api_key=Secret(key),
         api_key_file=key_file,
+        config_file=args.config_file or "",
+        shard=args.shard,
+        total_shards=args.total_shards,
         listen_host=host,
         listen_port=port,
         telemetry_path=path,

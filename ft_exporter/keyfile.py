@@ -73,37 +73,63 @@ def _file_id(st: os.stat_result) -> FileId:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
-def read_key_file(path: str) -> tuple[str, FileId]:
-    """The key in ``path`` and the identity of the file it was read from.
+class NotRegularFile(OSError):
+    """A path that is no regular file; ``kind`` says what it is ("a FIFO")."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class FileTooLarge(OSError):
+    """A file larger than the reader's bound."""
+
+
+def read_regular_file(path: str, limit: int) -> tuple[bytes, os.stat_result]:
+    """The bytes of ``path`` and its status, if it is a regular file of at most ``limit`` bytes.
 
     The file is checked before a byte is read: a FIFO, a device (``/dev/zero``) or a
-    directory is refused without blocking, and at most MAX_KEY_FILE_BYTES + 1 bytes are
-    ever read, whatever the file claims to be.
+    directory raises NotRegularFile without blocking, and at most ``limit + 1`` bytes are
+    ever read, whatever the file claims to be (FileTooLarge past ``limit``). Any other
+    failure is the OSError itself.
     """
-    source = f"{KEY_FILE_FLAG} {path!r}"
-    too_big = f"{source} is larger than {MAX_KEY_FILE_BYTES} bytes; it must hold the key alone"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError as exc:
-        raise InvalidKey(f"cannot read {source}: {exc.strerror}") from None
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InvalidKey(f"{source} is {_kind(st.st_mode)}, not a file holding the key")
-        if st.st_size > MAX_KEY_FILE_BYTES:
-            raise InvalidKey(too_big)
+            raise NotRegularFile(_kind(st.st_mode))
+        if st.st_size > limit:
+            raise FileTooLarge()
         data = b""
-        while len(data) <= MAX_KEY_FILE_BYTES:
-            chunk = os.read(fd, MAX_KEY_FILE_BYTES + 1 - len(data))
+        while len(data) <= limit:
+            chunk = os.read(fd, limit + 1 - len(data))
             if not chunk:
                 break
             data += chunk
-    except OSError as exc:
-        raise InvalidKey(f"cannot read {source}: {exc.strerror}") from None
     finally:
         os.close(fd)
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise InvalidKey(too_big)
+    if len(data) > limit:
+        raise FileTooLarge()
+    return data, st
+
+
+def read_key_file(path: str, source: str = "") -> tuple[str, FileId]:
+    """The key in ``path`` and the identity of the file it was read from.
+
+    At most MAX_KEY_FILE_BYTES + 1 bytes are read (see :func:`read_regular_file`).
+    ``source`` names the file in messages; by default the flag and the path.
+    """
+    source = source or f"{KEY_FILE_FLAG} {path!r}"
+    try:
+        data, st = read_regular_file(path, MAX_KEY_FILE_BYTES)
+    except NotRegularFile as exc:
+        raise InvalidKey(f"{source} is {exc.kind}, not a file holding the key") from None
+    except FileTooLarge:
+        raise InvalidKey(
+            f"{source} is larger than {MAX_KEY_FILE_BYTES} bytes; it must hold the key alone"
+        ) from None
+    except OSError as exc:
+        raise InvalidKey(f"cannot read {source}: {exc.strerror}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -89,14 +90,26 @@ def _timestamp(record: logging.LogRecord) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{millis:03d}Z"
 
 
+#: The account the current thread works for (each account sweeps on a thread of its own).
+_context = threading.local()
+
+
+def set_account(name: str | None) -> None:
+    """Say which account this thread's log lines are about (None: no account)."""
+    _context.account = name
+
+
 def _fields(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str, str]:
     """The fields every line carries, in order, whatever the format."""
     fields = {
         "ts": _timestamp(record),
         "level": record.levelname.lower().replace("warning", "warn"),
         "logger": record.name,
-        "msg": record.getMessage(),
     }
+    account = getattr(_context, "account", None)
+    if account is not None:
+        fields["account"] = account
+    fields["msg"] = record.getMessage()
     if record.exc_text:
         fields["err"] = record.exc_text
     elif record.exc_info:

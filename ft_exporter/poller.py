@@ -30,6 +30,7 @@ class Poller:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         stop: threading.Event | None = None,
+        name: str = "poller",
     ) -> None:
         self._sweep = sweep
         self.interval = interval
@@ -40,6 +41,7 @@ class Poller:
         self._stop = stop or threading.Event()
         self._first_done = threading.Event()
         self._thread: threading.Thread | None = None
+        self._name = name
         self._failures = FailureLog(log, monotonic)
 
     def state(self) -> ExporterState:
@@ -50,6 +52,11 @@ class Poller:
     def ready(self) -> bool:
         """True once any sweep has completed."""
         return self._state.last_success is not None
+
+    @property
+    def swept(self) -> bool:
+        """True once any sweep has ended, successfully or not."""
+        return self._first_done.is_set()
 
     def run_once(self) -> bool:
         """One sweep; publishes a new state either way. Returns True on success."""
@@ -122,7 +129,7 @@ class Poller:
                 self._stop.wait(remaining)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="poller", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
         self._thread.start()
 
     def wait_first(self, timeout: float | None = None) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ft_exporter import __version__
@@ -26,11 +28,10 @@ KNOWN_ERRORS: tuple[tuple[str, str], ...] = (
 )
 
 
-class ExporterMetrics:
-    """Counters for API requests and sweeps; implements the client's RequestObserver."""
+class SelfMetrics:
+    """The exporter's own counters for every account, registered once per process."""
 
-    def __init__(self, registry: CollectorRegistry, account: str) -> None:
-        self.account = account
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "dashscope_finetune_api_requests",
             "HTTP requests made to the fine-tune API, by endpoint (list: the job list; "
@@ -71,20 +72,69 @@ class ExporterMetrics:
             registry=registry,
         )
         build.labels(__version__).set(1)
-        self.sweeps.labels(account)
-        self.sweep_failures.labels(account)
+        self.shard_accounts = Gauge(
+            "dashscope_finetune_shard_accounts",
+            "Accounts this exporter polls: its shard of --config.file's accounts (1 without).",
+            registry=registry,
+        )
+        self._lock = threading.Lock()
+        #: Every error label set used per account, so that removing an account removes all.
+        self._errors: dict[str, set[tuple[str, str, str]]] = {}
+
+    def account(self, name: str) -> AccountMetrics:
+        """The counters of one account, its series zero-initialised."""
+        with self._lock:
+            if name not in self._errors:
+                self._errors[name] = set()
+                self.sweeps.labels(name)
+                self.sweep_failures.labels(name)
+                for endpoint in ENDPOINTS:
+                    self.requests.labels(name, endpoint)
+                    self.duration.labels(name, endpoint)
+                    for code, http_status in KNOWN_ERRORS:
+                        self._error(name, endpoint, code, http_status)
+        return AccountMetrics(self, name)
+
+    def _error(self, account: str, endpoint: str, code: str, http_status: str) -> Counter:
+        self._errors.setdefault(account, set()).add((endpoint, code, http_status))
+        return self.errors.labels(account, endpoint, code, http_status)
+
+    def count_error(self, account: str, endpoint: str, error: ApiError) -> None:
+        with self._lock:
+            counter = self._error(account, endpoint, error.code, error.http_status)
+        counter.inc()
+
+    def remove(self, name: str) -> None:
+        """Withdraw every series of an account that is no longer polled."""
+        with self._lock:
+            errors = self._errors.pop(name, set())
+        for labels in errors:
+            self.errors.remove(name, *labels)
         for endpoint in ENDPOINTS:
-            self.requests.labels(account, endpoint)
-            self.duration.labels(account, endpoint)
-            for code, http_status in KNOWN_ERRORS:
-                self.errors.labels(account, endpoint, code, http_status)
+            self.requests.remove(name, endpoint)
+            self.duration.remove(name, endpoint)
+        self.sweeps.remove(name)
+        self.sweep_failures.remove(name)
+
+
+class AccountMetrics:
+    """One account's view of the counters: the client's RequestObserver and the sweep count."""
+
+    def __init__(self, metrics: SelfMetrics, account: str) -> None:
+        self._metrics = metrics
+        self.account = account
 
     def observe(self, endpoint: str, duration: float, error: ApiError | None) -> None:
-        self.requests.labels(self.account, endpoint).inc()
-        self.duration.labels(self.account, endpoint).observe(duration)
+        self._metrics.requests.labels(self.account, endpoint).inc()
+        self._metrics.duration.labels(self.account, endpoint).observe(duration)
         if error is not None:
-            self.errors.labels(self.account, endpoint, error.code, error.http_status).inc()
+            self._metrics.count_error(self.account, endpoint, error)
 
     def reject(self, error: ApiError) -> None:
         # Only a listing is ever rejected as a whole.
-        self.errors.labels(self.account, LIST, error.code, error.http_status).inc()
+        self._metrics.count_error(self.account, LIST, error)
+
+    def sweep_ended(self, ok: bool) -> None:
+        self._metrics.sweeps.labels(self.account).inc()
+        if not ok:
+            self._metrics.sweep_failures.labels(self.account).inc()

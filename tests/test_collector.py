@@ -18,6 +18,7 @@ from ft_exporter.collector import (
     checked_job,
     select_aggregate_series,
     select_job_series,
+    single,
 )
 from ft_exporter.model import ExporterState, Job, Snapshot, Training
 
@@ -50,8 +51,7 @@ def render(state: ExporterState, now: float = 2000.0, **settings: object) -> str
     registry = CollectorRegistry()
     registry.register(
         FineTuneCollector(
-            lambda: state,
-            CollectorSettings(**settings),  # type: ignore[arg-type]
+            single(lambda: state, CollectorSettings(**settings)),  # type: ignore[arg-type]
             clock=lambda: now,
         )
     )
@@ -215,19 +215,34 @@ def test_malformed_count_and_empty_account() -> None:
     assert not any(k[0] == "dashscope_finetune_jobs" for k in samples(text))
 
 
-def test_aggregation_runs_once_per_snapshot() -> None:
-    st = state_of(job(1, "RUNNING"))
-    collector = FineTuneCollector(lambda: st, CollectorSettings(), clock=lambda: 2000.0)
-    first = list(collector.collect())
-    second = list(collector.collect())
-    assert first[0] is second[0]  # the cached family object, not a recomputation
+def test_aggregation_runs_once_per_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ft_exporter import collector as module
+
+    builds: list[Snapshot] = []
+    real = module.build_job_state
+
+    def counted(snapshot: Snapshot, settings: CollectorSettings) -> object:
+        builds.append(snapshot)
+        return real(snapshot, settings)
+
+    monkeypatch.setattr(module, "build_job_state", counted)
+    states = [state_of(job(1, "RUNNING"))]
+    collector = FineTuneCollector(
+        single(lambda: states[-1], CollectorSettings()), clock=lambda: 2000.0
+    )
+    first = [(m.name, m.samples) for m in collector.collect()]
+    assert [(m.name, m.samples) for m in collector.collect()] == first
+    assert len(builds) == 1  # the cached families, not a recomputation
+    states.append(state_of(job(2, "RUNNING")))
+    list(collector.collect())
+    assert len(builds) == 2  # a new snapshot: built once more
 
 
 def test_describe_names_every_family() -> None:
-    collector = FineTuneCollector(ExporterState, CollectorSettings())
+    collector = FineTuneCollector(single(ExporterState, CollectorSettings()))
     names = {m.name for m in collector.describe()}
     assert "dashscope_finetune_jobs" in names and "dashscope_finetune_up" in names
-    assert len(names) == 24  # 13 from the job list and status, 11 from training logs
+    assert len(names) == 25  # 13 from the job list and status, 11 from training logs, cost
 
 
 # --- Exact values for what scripts/mutation.sh found unpinned ----------------------------
@@ -452,8 +467,7 @@ def test_what_is_left_out_is_logged_when_it_changes(caplog: pytest.LogCaptureFix
     documented = len(fx.DOCUMENTED)
     current: list[ExporterState] = []
     collector = FineTuneCollector(
-        lambda: current[-1],
-        CollectorSettings(max_aggregate_series=documented),
+        single(lambda: current[-1], CollectorSettings(max_aggregate_series=documented)),
         clock=lambda: 2000.0,
     )
     registry = CollectorRegistry()
@@ -472,22 +486,22 @@ def test_what_is_left_out_is_logged_when_it_changes(caplog: pytest.LogCaptureFix
     assert scrape(job(1, "RUNNING"), job(2, "RUNNING", model="other"), unusable(3, bad)) == [
         (
             "WARNING",
-            "7 aggregate series left out of dashscope_finetune_jobs and "
+            "account default: 7 aggregate series left out of dashscope_finetune_jobs and "
             "dashscope_finetune_usage_tokens each: over --jobs.max-aggregate-series=7",
         ),
         (
             "ERROR",
-            "1 job(s) left out of the metrics, their values unusable (a bug): "
+            "account default: 1 job(s) left out of the metrics, their values unusable (a bug): "
             + reason[:199]
             + "\u2026",
         ),
     ]
     assert scrape(job(1, "RUNNING"), job(2, "RUNNING", model="other"), unusable(3, bad)) == []
     assert scrape(job(1, "RUNNING"), unusable(3, "y"), unusable(4, bad)) == [
-        ("INFO", "no aggregate series left out any more"),
+        ("INFO", "account default: no aggregate series left out any more"),
         (
             "ERROR",
-            "2 job(s) left out of the metrics, their values unusable (a bug): "
+            "account default: 2 job(s) left out of the metrics, their values unusable (a bug): "
             "ValueError: invalid literal for int() with base 10: 'y'",
         ),
     ]

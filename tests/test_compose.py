@@ -247,7 +247,12 @@ def test_the_key_variable_alone_switches_to_a_real_account(
     host_env = {"DASHSCOPE_API_KEY": simulator.key, "DASHSCOPE_BASE_URL": simulator.url}
     proc, port = _start(tmp_path, host_env, "real")
     try:
-        wait_for(lambda: http_get(f"http://127.0.0.1:{port}/-/ready")[0] == 200, what="ready")
+        # Ready means a first sweep has ended, not that it succeeded: wait for up 1.
+        def up() -> bool:
+            status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+            return status == 200 and 'dashscope_finetune_up{account="default"} 1.0' in body.decode()
+
+        wait_for(up, what="a successful sweep")
         assert simulator.stats()["list_requests"] >= 1
         assert "Demo mode" not in proc.output()
     finally:

@@ -35,6 +35,7 @@ from ft_exporter.collector import (
     JobState,
     build_job_state,
     select_aggregate_series,
+    single,
 )
 from ft_exporter.model import (
     ExporterState,
@@ -330,7 +331,9 @@ def render_both(jobs: list[Job]) -> tuple[list[Metric], list[Metric]]:
     """Both exposition formats of the collector over ``jobs``, parsed back."""
     state = ExporterState(Snapshot(tuple(jobs), taken_at=1000.0), up=True, last_success=1000.0)
     registry = CollectorRegistry()
-    registry.register(FineTuneCollector(lambda: state, CollectorSettings(), clock=lambda: 1000.0))
+    registry.register(
+        FineTuneCollector(single(lambda: state, CollectorSettings()), clock=lambda: 1000.0)
+    )
     text = generate_latest(registry).decode("utf-8")
     om = generate_openmetrics(registry).decode("utf-8")  # type: ignore[no-untyped-call]
     return list(text_string_to_metric_families(text)), parse_om(om)
@@ -408,7 +411,7 @@ def test_one_unusable_job_is_left_out_and_logged_once(caplog: pytest.LogCaptureF
     current: list[ExporterState] = []
     registry = CollectorRegistry()
     registry.register(
-        FineTuneCollector(lambda: current[0], CollectorSettings(), clock=lambda: 1000.0)
+        FineTuneCollector(single(lambda: current[0], CollectorSettings()), clock=lambda: 1000.0)
     )
     account = frozenset({("account", "default")})
     for _ in range(3):  # three sweeps, each publishing a new snapshot, two scrapes each
@@ -420,7 +423,7 @@ def test_one_unusable_job_is_left_out_and_logged_once(caplog: pytest.LogCaptureF
             assert got[("dashscope_finetune_quota_used_jobs", account)] == 1
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors == [
-        "2 job(s) left out of the metrics, their values unusable (a bug): "
+        "account default: 2 job(s) left out of the metrics, their values unusable (a bug): "
         "ValueError: could not convert string to float: 'soon'"
     ]
 
@@ -566,7 +569,8 @@ def test_dropped_count_logged_when_it_changes_not_per_sweep(
         current[:] = [ExporterState(Snapshot(jobs, 1000.0), up=True, last_success=1000.0)]
 
     collector = FineTuneCollector(
-        lambda: current[0], CollectorSettings(max_aggregate_series=1000), clock=lambda: 1000.0
+        single(lambda: current[0], CollectorSettings(max_aggregate_series=1000)),
+        clock=lambda: 1000.0,
     )
     registry = CollectorRegistry()
     registry.register(collector)
@@ -580,9 +584,9 @@ def test_dropped_count_logged_when_it_changes_not_per_sweep(
         "dashscope_finetune_usage_tokens each: over --jobs.max-aggregate-series=1000"
     )
     assert messages == [
-        ("WARNING", "600" + left_out),
-        ("INFO", "no aggregate series left out any more"),
-        ("WARNING", "600" + left_out),
+        ("WARNING", "account default: 600" + left_out),
+        ("INFO", "account default: no aggregate series left out any more"),
+        ("WARNING", "account default: 600" + left_out),
     ]
 
 
@@ -620,7 +624,7 @@ def test_sprawl_capped_in_the_real_process(
         warnings = [line for line in capped.output().splitlines() if "left out" in line]
         assert len(warnings) == 1, capped.output()
         assert "level=warn" in warnings[0]
-        assert 'msg="600 aggregate series left out' in warnings[0]
+        assert 'msg="account default: 600 aggregate series left out' in warnings[0]
 
         got = samples(default.metrics())
         for name in ("dashscope_finetune_jobs", "dashscope_finetune_usage_tokens"):

@@ -341,3 +341,27 @@ def test_crash_key_is_the_type_and_the_line_that_raised() -> None:
 
 def test_crash_key_of_an_exception_never_raised_has_no_place() -> None:
     assert crash_key(ValueError("never raised")) == ("ValueError", "")
+
+
+def test_a_thread_working_for_an_account_names_it_on_every_line() -> None:
+    import threading
+
+    record = logging.LogRecord("ft_exporter.client", logging.WARNING, __file__, 1, "boom", (), None)
+    lines: list[str] = []
+
+    def work(account: str | None) -> None:
+        logs.set_account(account)
+        lines.append(logs.LogfmtFormatter().format(record))
+        lines.append(logs.JsonFormatter().format(record))
+
+    for account in ("sg-research", None):
+        thread = threading.Thread(target=work, args=(account,))
+        thread.start()
+        thread.join()
+    assert " logger=ft_exporter.client account=sg-research msg=boom" in lines[0]
+    assert list(json.loads(lines[1])) == ["ts", "level", "logger", "account", "msg"]
+    assert json.loads(lines[1])["account"] == "sg-research"
+    assert "account=" not in lines[2]
+    assert "account" not in json.loads(lines[3])
+    # Another thread's account never leaks into this one.
+    assert "account=" not in logs.LogfmtFormatter().format(record)

@@ -204,11 +204,11 @@ def test_real_log_has_no_raw_control_characters(
 
 # --- 13. SIGHUP ---------------------------------------------------------------------------
 
-HUP_LINE = "received SIGHUP; reloading is not supported yet, ignoring"
+HUP_LINE = "received SIGHUP, reloading the configuration"
 
 
 @pytest.mark.e2e
-def test_sighup_is_logged_and_ignored(
+def test_sighup_reloads_and_never_stops_the_exporter(
     simulator: Simulator, exporter_factory: Callable[..., Exporter]
 ) -> None:
     exp = exporter_factory(
@@ -219,7 +219,10 @@ def test_sighup_is_logged_and_ignored(
         def check() -> bool:
             if exp.proc.poll() is not None:
                 raise AssertionError(f"exited {exp.proc.returncode} on SIGHUP:\n{exp.output()}")
-            return exp.output().count(HUP_LINE) == times
+            output = exp.output()
+            return (
+                output.count(HUP_LINE) == times and output.count("configuration reloaded") == times
+            )
 
         return check
 

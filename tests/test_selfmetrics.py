@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from ft_exporter.client import ApiError
-from ft_exporter.selfmetrics import ExporterMetrics
+from ft_exporter.selfmetrics import SelfMetrics
 
 
 def error_series(
@@ -25,7 +25,7 @@ def test_timeout_and_connection_error_series_exist_at_zero_before_any_error() ->
     """Present, not merely absent-reading-as-0: ``increase()`` misses a first error on a
     series that appears with it."""
     registry = CollectorRegistry()
-    ExporterMetrics(registry, "acct")
+    SelfMetrics(registry).account("acct")
     for endpoint in ("list", "logs"):
         series = error_series(registry, endpoint)
         assert series[("Timeout", "")] == 0.0
@@ -43,7 +43,7 @@ def test_timeout_and_connection_error_series_exist_at_zero_before_any_error() ->
 
 def test_an_error_counts_on_its_series() -> None:
     registry = CollectorRegistry()
-    metrics = ExporterMetrics(registry, "acct")
+    metrics = SelfMetrics(registry).account("acct")
     metrics.observe("list", 0.1, ApiError("Timeout", "no answer within 10s"))
     metrics.observe("list", 0.1, None)
     metrics.observe("logs", 0.1, ApiError("NotFound", "gone", "404"))

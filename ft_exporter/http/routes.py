@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 TEXT = "text/plain; charset=utf-8"
 HTML = "text/html; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+#: Where ``POST`` reloads the configuration (only when the exporter has a file to reload).
+RELOAD_PATH = "/-/reload"
 #: Methods every path answers; anything else gets 405 with this list in ``Allow``.
 ALLOWED_METHODS = ("GET", "HEAD")
 #: A body this small gains nothing from gzip.
@@ -133,13 +135,18 @@ class Routes:
         registry: CollectorRegistry,
         ready: Callable[[], bool],
         telemetry_path: str = "/metrics",
+        reload: Callable[[], str | None] | None = None,
     ) -> None:
         self.registry = registry
         self.ready = ready
+        #: Reads the configuration again; returns None, or why nothing changed.
+        self.reload = reload
         self.telemetry_path = telemetry_path
         self._render_errors_logged: set[str] = set()
 
     def __call__(self, request: Request) -> Response:
+        if request.path == RELOAD_PATH and self.reload is not None:
+            return self._reload(request)
         if request.method not in ALLOWED_METHODS:
             return Response(
                 405, b"Method not allowed\n", headers=[("Allow", ", ".join(ALLOWED_METHODS))]
@@ -159,6 +166,16 @@ class Routes:
                 return Response(200, b"Ready\n")
             return Response(503, b"Not ready: no sweep has completed yet\n")
         return Response(404, b"Not found\n")
+
+    def _reload(self, request: Request) -> Response:
+        """POST only, as Prometheus' own /-/reload (a GET from a crawler must change nothing)."""
+        if request.method != "POST":
+            return Response(405, b"Method not allowed: use POST\n", headers=[("Allow", "POST")])
+        assert self.reload is not None
+        problem = self.reload()
+        if problem is None:
+            return Response(200, b"Reloaded\n")
+        return Response(500, f"Reload failed, nothing changed: {problem}\n".encode())
 
     def metrics(self, request: Request) -> Response:
         encoder, content_type = negotiate(request.header("accept"))

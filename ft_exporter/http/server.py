@@ -214,6 +214,11 @@ class ExporterHTTPServer:
     start; the event loop runs on a thread of its own (:meth:`serve_in_thread`).
     """
 
+    def set_web(self, web: WebConfig) -> None:
+        """A reloaded web config: new TLS certificates and users apply to new connections."""
+        self.auth = BasicAuth(web.users) if web.users else None
+        self.web = web
+
     def __init__(
         self,
         address: tuple[str, int],
@@ -223,8 +228,9 @@ class ExporterHTTPServer:
         web: WebConfig | None = None,
         auth_exempt: Collection[str] = (),
         limits: Limits | None = None,
+        reload: Callable[[], str | None] | None = None,
     ) -> None:
-        self.routes = Routes(registry, ready, telemetry_path)
+        self.routes = Routes(registry, ready, telemetry_path, reload)
         self.web = web or WebConfig()
         self.auth = BasicAuth(self.web.users) if self.web.users else None
         self.auth_exempt = frozenset(auth_exempt)
