@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, NoReturn
 
-from ft_exporter import __version__, keyfile, webconfig
+from ft_exporter import __version__, keyfile, sharding, webconfig
 from ft_exporter.client import normalise_base_url
 from ft_exporter.collector import DEFAULT_MAX_AGGREGATE_SERIES, QuotaRule
 from ft_exporter.model import DOCUMENTED_STATUSES, normalise_status, parse_timezone
@@ -665,10 +665,22 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     key_file = "" if args.demo else args.dashscope_api_key_file or ""
     # In demo mode the CLI supplies the simulator's key; a config file names keys of its own.
     key = "" if args.demo or args.config_file else _read_key(key_file, environ)
-    if args.total_shards < 1 or not 0 <= args.shard < args.total_shards:
+    try:
+        sharding.check_shards(args.shard, args.total_shards)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    # Several shards and no --shard: every replica would silently be shard 0 (a StatefulSet
+    # whose pod-index label did not reach the variable), polling one shard twice and another
+    # never. Refused, as a replica cannot guess which one it is.
+    # (argparse takes abbreviations: "--sha 1" is --shard too.)
+    shard_given = "FT_EXPORTER_SHARD" in environ or any(
+        len(name) > 2 and "--shard".startswith(name)
+        for name in (a.split("=", 1)[0] for a in argv_list)
+    )
+    if args.total_shards > 1 and not shard_given:
         raise ConfigError(
-            f"--shard must be between 0 and --total-shards - 1, and --total-shards at least 1; "
-            f"got --shard={args.shard} --total-shards={args.total_shards}"
+            f"--total-shards={args.total_shards} needs --shard (or FT_EXPORTER_SHARD): "
+            f"this replica's shard, 0 to {args.total_shards - 1}"
         )
     host, port = args.web_listen_address
     return Config(

@@ -9,9 +9,10 @@ One source each, copied where kustomize and the image build need it:
   (a ConfigMap the Grafana sidecar picks up; kustomize's configMapGenerator cannot read files
   outside its own directory);
 * ``ft_exporter.__version__`` -> ``ARG VERSION`` in ``Dockerfile`` and the image ``newTag`` in
-  ``deploy/kubernetes/exporter/kustomization.yaml``;
+  ``deploy/kubernetes/exporter/kustomization.yaml`` (and the sharded example's);
 * ``ft_exporter.config.DEFAULT_PORT`` -> the Dockerfile's ``EXPOSE``, the exporter's port in
-  ``docker-compose.yml`` and the container and Service ports in ``deploy/kubernetes/exporter``.
+  ``docker-compose.yml`` and the container and Service ports in ``deploy/kubernetes/exporter``
+  and ``deploy/kubernetes/examples/sharded``.
 
 Run ``python scripts/sync_deploy.py`` after changing any source; ``--check`` only reports
 (exit 1) what is out of date, which the tests do.
@@ -39,6 +40,9 @@ COMPOSE = Path("docker-compose.yml")
 EXPORTER_KUSTOMIZATION = Path("deploy/kubernetes/exporter/kustomization.yaml")
 DEPLOYMENT = Path("deploy/kubernetes/exporter/deployment.yaml")
 SERVICE = Path("deploy/kubernetes/exporter/service.yaml")
+SHARDED_KUSTOMIZATION = Path("deploy/kubernetes/examples/sharded/kustomization.yaml")
+STATEFULSET = Path("deploy/kubernetes/examples/sharded/statefulset.yaml")
+SHARDED_SERVICE = Path("deploy/kubernetes/examples/sharded/service.yaml")
 
 NAME = "ft-exporter"
 DASHBOARDS_NAME = "ft-exporter-dashboards"
@@ -210,28 +214,38 @@ def outputs(root: Path) -> dict[Path, Callable[[], str]]:
             NAME, r'"127\.0\.0\.1:\d+:\d+"', f'"127.0.0.1:{port}:{port}"', text, COMPOSE
         )
 
-    def deployment() -> str:
-        text = (root / DEPLOYMENT).read_text(encoding="utf-8")
-        return _replace_one(r"^(\s+containerPort: ).*$", rf"\g<1>{port}", text, DEPLOYMENT)
+    def container_port(path: Path) -> Callable[[], str]:
+        def make() -> str:
+            text = (root / path).read_text(encoding="utf-8")
+            return _replace_one(r"^(\s+containerPort: ).*$", rf"\g<1>{port}", text, path)
 
-    def service() -> str:
-        text = (root / SERVICE).read_text(encoding="utf-8")
-        return _replace_one(r"^(\s+port: ).*$", rf"\g<1>{port}", text, SERVICE)
+        return make
 
-    def kustomization() -> str:
-        text = (root / EXPORTER_KUSTOMIZATION).read_text(encoding="utf-8")
-        return _replace_one(
-            r"^(\s*newTag:\s*).*$", rf'\g<1>"{version}"', text, EXPORTER_KUSTOMIZATION
-        )
+    def service_port(path: Path) -> Callable[[], str]:
+        def make() -> str:
+            text = (root / path).read_text(encoding="utf-8")
+            return _replace_one(r"^(\s+port: ).*$", rf"\g<1>{port}", text, path)
+
+        return make
+
+    def image_tag(path: Path) -> Callable[[], str]:
+        def make() -> str:
+            text = (root / path).read_text(encoding="utf-8")
+            return _replace_one(r"^(\s*newTag:\s*).*$", rf'\g<1>"{version}"', text, path)
+
+        return make
 
     return {
         PROMETHEUS_RULE: rule,
         DASHBOARDS_CONFIGMAP: dashboards,
         DOCKERFILE: dockerfile,
         COMPOSE: compose,
-        EXPORTER_KUSTOMIZATION: kustomization,
-        DEPLOYMENT: deployment,
-        SERVICE: service,
+        EXPORTER_KUSTOMIZATION: image_tag(EXPORTER_KUSTOMIZATION),
+        DEPLOYMENT: container_port(DEPLOYMENT),
+        SERVICE: service_port(SERVICE),
+        SHARDED_KUSTOMIZATION: image_tag(SHARDED_KUSTOMIZATION),
+        STATEFULSET: container_port(STATEFULSET),
+        SHARDED_SERVICE: service_port(SHARDED_SERVICE),
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,88 @@ def test_the_key_variable_alone_switches_to_a_real_account(
 )
 def test_interpolation_helper(text: str, env: dict[str, str], expected: str) -> None:
     assert deployfiles.interpolate(text, env) == expected
+
+
+#: Where the compose file mounts deploy/compose/ and what FT_EXPORTER_CONFIG_FILE names.
+ACCOUNTS_IN_CONTAINER = "/etc/ft-exporter/accounts.yml"
+
+
+def test_the_accounts_file_is_mounted_read_only_where_the_documented_variable_points() -> None:
+    header = _compose_header()
+    assert f"FT_EXPORTER_CONFIG_FILE={ACCOUNTS_IN_CONTAINER}" in header
+    assert f"FT_EXPORTER_CONFIG_FILE={ACCOUNTS_IN_CONTAINER}" in (ROOT / "README.md").read_text()
+    host = deployfiles.host_path_of(EXPORTER, ACCOUNTS_IN_CONTAINER)
+    assert host == ROOT / "deploy" / "compose" / "accounts.yml"
+    assert host.is_file()
+    (mount,) = [m for m in deployfiles.mounts(EXPORTER) if m.bind]
+    assert mount.read_only
+    # Unset, the variable stays empty (demo) and the two keys pass through when given.
+    assert _container_env({})["FT_EXPORTER_CONFIG_FILE"] == ""
+    given = {"DASHSCOPE_API_KEY_SG": "sk-a", "DASHSCOPE_API_KEY_BJ": "sk-b"}
+    assert {k: _container_env(given)[k] for k in given} == given
+
+
+def _compose_header() -> str:
+    """The compose file's opening comment, its continued lines joined."""
+    text = deployfiles.COMPOSE_FILE.read_text(encoding="utf-8")
+    return text.split("\nname:", 1)[0].replace("\\\n#", "")
+
+
+def _check_config(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The installed console script, as the image runs it, in a bare environment."""
+    return deployfiles.run(
+        [deployfiles.tool("ft-exporter"), "check-config", str(path)],
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
+
+
+@pytest.mark.e2e
+def test_the_accounts_file_passes_check_config_with_its_two_keys() -> None:
+    host = deployfiles.host_path_of(EXPORTER, ACCOUNTS_IN_CONTAINER)
+    assert host is not None
+    keys = {"DASHSCOPE_API_KEY_SG": "sk-sg-0123456789", "DASHSCOPE_API_KEY_BJ": "sk-bj-0123456789"}
+    result = _check_config(host, keys)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [
+        "sg: https://dashscope-intl.aliyuncs.com, key from $DASHSCOPE_API_KEY_SG, "
+        "default workspace, all models, quota 20 (!CANCELED,!FAILED), every 60s",
+        "bj: https://dashscope.aliyuncs.com, key from $DASHSCOPE_API_KEY_BJ, "
+        "default workspace, all models, quota 20 (!CANCELED,!FAILED), every 60s",
+    ]
+    missing = _check_config(host, {"DASHSCOPE_API_KEY_SG": keys["DASHSCOPE_API_KEY_SG"]})
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines() == [
+        "accounts[1].api_key_env: $DASHSCOPE_API_KEY_BJ is not set or empty"
+    ]
+
+
+@pytest.mark.e2e
+def test_the_config_file_variable_switches_to_its_two_accounts(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    # The example file as mounted, its sites pointed at the simulator (the real API's stand-in).
+    host = deployfiles.host_path_of(EXPORTER, ACCOUNTS_IN_CONTAINER)
+    assert host is not None
+    text = host.read_text(encoding="utf-8")
+    assert text.count("site: ") == 2
+    copy = tmp_path / "accounts.yml"
+    copy.write_text(re.sub(r"site: \w+", f"base_url: {simulator.url}", text))
+    host_env = {
+        "FT_EXPORTER_CONFIG_FILE": str(copy),
+        "DASHSCOPE_API_KEY_SG": simulator.key,
+        "DASHSCOPE_API_KEY_BJ": simulator.key,
+    }
+    proc, port = _start(tmp_path, host_env, "accounts")
+    try:
+
+        def both_up() -> bool:
+            status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+            text = body.decode()
+            return status == 200 and all(
+                f'dashscope_finetune_up{{account="{name}"}} 1.0' in text for name in ("sg", "bj")
+            )
+
+        wait_for(both_up, what="both accounts' first successful sweep")
+        assert "Demo mode" not in proc.output()
+    finally:
+        proc.stop()

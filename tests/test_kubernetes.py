@@ -15,7 +15,9 @@ import importlib.util
 import json
 import re
 import shutil
+import subprocess
 import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,9 @@ from typing import Any
 import deployfiles
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, Exporter, Simulator, samples, value
 
-from ft_exporter import __version__
+from ft_exporter import __version__, sharding
 from ft_exporter.config import DEFAULT_PORT
 
 #: The CRD schemas (a session fixture) take seconds to build: one worker builds them once.
@@ -36,7 +38,9 @@ CRDS = ("ServiceMonitor", "PrometheusRule")
 K8S_VERSIONS = ("1.25.0", None)
 
 BASE = deployfiles.K8S
-SHARDED = deployfiles.K8S / "examples" / "two-accounts"
+SHARDED = deployfiles.K8S / "examples" / "sharded"
+#: Where both the base and the sharded example mount their config file, as --config.file.
+CONFIG_FILE = "/etc/ft-exporter/accounts.yml"
 
 
 @cache
@@ -161,7 +165,7 @@ def test_base_is_namespace_agnostic_and_complete() -> None:
     docs = rendered(BASE)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
-        ["ConfigMap", "Deployment", "PrometheusRule", "Service", "ServiceMonitor"]
+        ["ConfigMap", "ConfigMap", "Deployment", "PrometheusRule", "Service", "ServiceMonitor"]
     )
     for doc in docs:
         assert "namespace" not in doc["metadata"], doc["metadata"]["name"]
@@ -202,19 +206,106 @@ def test_deployment_runs_hardened_with_limits_probes_and_the_secret() -> None:
     assert port == {"name": "http", "containerPort": DEFAULT_PORT, "protocol": "TCP"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "http"}
-    # The key: a file from the Secret, named by the exporter's own variable; no key in env.
-    env = {e["name"]: e for e in container.get("env", [])}
-    assert "DASHSCOPE_API_KEY" not in env
-    key_file = env["FT_EXPORTER_DASHSCOPE_API_KEY_FILE"]["value"]
-    (mount,) = container["volumeMounts"]
-    assert mount["readOnly"] is True
-    assert key_file.startswith(mount["mountPath"].rstrip("/") + "/")
-    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
-    assert volume["secret"]["secretName"] == "ft-exporter"
-    assert key_file.rsplit("/", 1)[1] == "api-key"
-    # Readable by the pod's group only (fsGroup), not by everyone.
-    assert volume["secret"]["defaultMode"] == 0o440
+    # The keys: files of the Secret, which the config file names; no key in env.
+    assert "env" not in container
+    assert _key_files(deployment) == ("/run/secrets/ft-exporter", "ft-exporter")
     assert pod["securityContext"]["fsGroup"] == gid
+
+
+@pytest.mark.e2e
+def test_base_mounts_a_config_file_of_two_accounts_that_check_config_accepts(
+    tmp_path: Path,
+) -> None:
+    _, _, lines = _check_mounted_config(BASE, "Deployment", tmp_path)
+    keys = tmp_path / "keys"
+    assert lines == [
+        f"sg: https://dashscope-intl.aliyuncs.com, key from file {keys}/sg, "
+        "default workspace, all models, quota 20 (!CANCELED,!FAILED), every 60s",
+        f"bj: https://dashscope.aliyuncs.com, key from file {keys}/bj, "
+        "default workspace, all models, quota 20 (!CANCELED,!FAILED), every 60s",
+    ]
+    # The ConfigMap is generated: its name carries a hash of the file, so an edit rolls the pods.
+    configmap = _configmap(rendered(BASE), "ft-exporter-config")
+    assert configmap["metadata"]["name"] != "ft-exporter-config"
+
+
+def _configmap(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The ConfigMap called ``name``, or ``name-<hash>`` when kustomize generated it."""
+    (found,) = [
+        d
+        for d in deployfiles.by_kind(docs, "ConfigMap")
+        if re.fullmatch(rf"{re.escape(name)}(-[a-z0-9]{{10}})?", d["metadata"]["name"])
+    ]
+    return found
+
+
+def _mounted_config(docs: list[dict[str, Any]], workload: dict[str, Any]) -> str:
+    """The config file as the pod sees it: the ConfigMap's file at --config.file, read only."""
+    pod = workload["spec"]["template"]["spec"]
+    container = _container(workload)
+    assert f"--config.file={CONFIG_FILE}" in container["args"]
+    directory, filename = CONFIG_FILE.rsplit("/", 1)
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    names = {d["metadata"]["name"] for d in deployfiles.by_kind(docs, "ConfigMap")}
+    assert volume["configMap"]["name"] in names, "kustomize rewrote the generated name"
+    (configmap,) = [
+        d
+        for d in deployfiles.by_kind(docs, "ConfigMap")
+        if d["metadata"]["name"] == volume["configMap"]["name"]
+    ]
+    text: str = configmap["data"][filename]
+    return text
+
+
+def _key_files(workload: dict[str, Any]) -> tuple[str, str]:
+    """(mount path, Secret name) of the read-only Secret volume holding the account keys."""
+    pod = workload["spec"]["template"]["spec"]
+    container = _container(workload)
+    for mount in container["volumeMounts"]:
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        if "secret" in volume:
+            assert mount["readOnly"] is True
+            # Readable by the pod's group only (fsGroup), not by everyone.
+            assert volume["secret"]["defaultMode"] == 0o440
+            return mount["mountPath"].rstrip("/"), volume["secret"]["secretName"]
+    raise AssertionError("no Secret volume")
+
+
+def _check_config(
+    text: str, key_dir: str, tmp_path: Path, **replace: str
+) -> subprocess.CompletedProcess[str]:
+    """``ft-exporter check-config`` (the console script) on the file, its key files moved
+    from the Secret's mount path to files written here."""
+    keys = tmp_path / "keys"
+    keys.mkdir(exist_ok=True)
+    accounts = yaml.safe_load(text)["accounts"]
+    for account in accounts:
+        path = account["api_key_file"]
+        assert path.startswith(key_dir + "/")
+        (keys / path.rsplit("/", 1)[1]).write_text(f"sk-{account['name']}-0123456789\n")
+    local = text.replace(key_dir + "/", f"{keys}/")
+    for old, new in replace.items():
+        local = local.replace(old, new)
+    config = tmp_path / "accounts.yml"
+    config.write_text(local)
+    return deployfiles.run(
+        [deployfiles.tool("ft-exporter"), "check-config", str(config)],
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+def _check_mounted_config(directory: Path, kind: str, tmp_path: Path) -> tuple[str, str, list[str]]:
+    """(file text, Secret name, check-config's lines) for the workload of a kustomization;
+    check-config must have accepted the file."""
+    docs = rendered(directory)
+    workload = deployfiles.one(docs, kind)
+    text = _mounted_config(docs, workload)
+    key_dir, secret = _key_files(workload)
+    result = _check_config(text, key_dir, tmp_path)
+    assert (result.returncode, result.stderr) == (0, "")
+    return text, secret, result.stdout.splitlines()
 
 
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -251,7 +342,7 @@ def test_prometheus_rule_holds_exactly_the_rules_of_alerts_yml() -> None:
 
 @pytest.mark.e2e
 def test_dashboard_configmap_holds_exactly_the_dashboard_files() -> None:
-    configmap = deployfiles.one(rendered(BASE), "ConfigMap")
+    configmap = _configmap(rendered(BASE), "ft-exporter-dashboards")
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     files = {
         p.name: p.read_text(encoding="utf-8")
@@ -315,6 +406,9 @@ def test_sync_script_regenerates_from_changed_sources(tmp_path: Path) -> None:
         "kustomization.yaml",
         "deployment.yaml",
         "service.yaml",
+        "statefulset.yaml",
+        "examples/sharded/kustomization.yaml",
+        "examples/sharded/service.yaml",
     ):
         assert stale in check.stderr
     assert deployfiles.run(script).returncode == 0
@@ -322,11 +416,17 @@ def test_sync_script_regenerates_from_changed_sources(tmp_path: Path) -> None:
 
     rendered_tmp = deployfiles.kustomize(tmp_path / "deploy" / "kubernetes")
     assert deployfiles.one(rendered_tmp, "PrometheusRule")["spec"]["groups"] == alerts["groups"]
-    assert deployfiles.one(rendered_tmp, "ConfigMap")["data"]["extra.json"] == '{"title": "x"}'
+    assert (
+        _configmap(rendered_tmp, "ft-exporter-dashboards")["data"]["extra.json"] == '{"title": "x"}'
+    )
     container = _container(deployfiles.one(rendered_tmp, "Deployment"))
     assert container["image"] == "ft-exporter:9.8.7"
     assert container["ports"][0]["containerPort"] == 10123
     assert deployfiles.one(rendered_tmp, "Service")["spec"]["ports"][0]["port"] == 10123
+    sharded_tmp = deployfiles.kustomize(tmp_path / "deploy" / "kubernetes" / "examples" / "sharded")
+    sts = _container(deployfiles.one(sharded_tmp, "StatefulSet"))
+    assert (sts["image"], sts["ports"][0]["containerPort"]) == ("ft-exporter:9.8.7", 10123)
+    assert deployfiles.one(sharded_tmp, "Service")["spec"]["ports"][0]["port"] == 10123
     dockerfile = (tmp_path / "Dockerfile").read_text()
     assert "ARG VERSION=9.8.7\n" in dockerfile
     assert "EXPOSE 10123\n" in dockerfile
@@ -367,32 +467,134 @@ def test_sync_script_keeps_comments_and_survives_awkward_text() -> None:
     assert configmap["data"] == awkward
 
 
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def _sharded_total() -> int:
+    container = _container(deployfiles.one(rendered(SHARDED), "StatefulSet"))
+    return int(_env(container)["FT_EXPORTER_TOTAL_SHARDS"]["value"])
+
+
 @pytest.mark.e2e
-def test_sharding_example_gives_each_account_its_own_exporter() -> None:
+def test_sharded_example_gives_each_pod_the_shard_of_its_ordinal() -> None:
     docs = rendered(SHARDED)
-    deployments = deployfiles.by_kind(docs, "Deployment")
-    services = deployfiles.by_kind(docs, "Service")
-    assert len(deployments) == len(services) == 2
     # The shared parts exist once: two copies of a rule would fire every alert twice.
-    for kind in ("ServiceMonitor", "PrometheusRule", "ConfigMap"):
+    for kind in ("StatefulSet", "Service", "ServiceMonitor", "PrometheusRule"):
         assert len(deployfiles.by_kind(docs, kind)) == 1, kind
-    accounts = set()
-    secrets = set()
-    for deployment in deployments:
-        container = _container(deployment)
-        env = {e["name"]: e.get("value") for e in container["env"]}
-        accounts.add(env["FT_EXPORTER_DASHSCOPE_ACCOUNT"])
-        (volume,) = deployment["spec"]["template"]["spec"]["volumes"]
-        secrets.add(volume["secret"]["secretName"])
-        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-        # Each Service selects exactly its own exporter's pods.
-        selecting = [s for s in services if _selects(s["spec"]["selector"], pod_labels)]
-        assert len(selecting) == 1, deployment["metadata"]["name"]
-    assert accounts == {"team-a", "team-b"}
-    assert secrets == {"ft-exporter-team-a", "ft-exporter-team-b"}
-    assert len({d["metadata"]["name"] for d in deployments}) == 2
-    # One ServiceMonitor scrapes both, and both get the job label the alerts expect.
+    assert deployfiles.by_kind(docs, "Deployment") == []
+    sts = deployfiles.one(docs, "StatefulSet")
+    env = _env(_container(sts))
+    # As many replicas as shards: one more would duplicate a shard, one fewer lose one.
+    assert sts["spec"]["replicas"] == _sharded_total() == 3
+    # Pod N is shard N: the pod-index label the StatefulSet controller puts on each pod.
+    assert env["FT_EXPORTER_SHARD"] == {
+        "name": "FT_EXPORTER_SHARD",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}},
+    }
+    assert "DASHSCOPE_API_KEY" not in env
+    # Prometheus finds each pod: a headless Service (one endpoint per pod, no virtual IP)
+    # that governs the StatefulSet, selected by the ServiceMonitor with the alerts' job label.
+    service = deployfiles.one(docs, "Service")
+    assert service["spec"]["clusterIP"] == "None"
+    assert sts["spec"]["serviceName"] == service["metadata"]["name"]
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert _selects(sts["spec"]["selector"]["matchLabels"], pod_labels)
+    assert _selects(service["spec"]["selector"], pod_labels)
     monitor = deployfiles.one(docs, "ServiceMonitor")
-    for service in services:
-        assert _selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
-        assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "ft-exporter"
+    assert _selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "ft-exporter"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    # Hardened as the base's Deployment is.
+    base_pod = deployfiles.one(rendered(BASE), "Deployment")["spec"]["template"]["spec"]
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["securityContext"] == base_pod["securityContext"]
+    assert (
+        _container(sts)["securityContext"]
+        == _container(deployfiles.one(rendered(BASE), "Deployment"))["securityContext"]
+    )
+
+
+@pytest.mark.e2e
+def test_sharded_example_mounts_a_config_file_that_check_config_accepts(tmp_path: Path) -> None:
+    text, secret, lines = _check_mounted_config(SHARDED, "StatefulSet", tmp_path)
+    assert secret == "ft-exporter-sharded"
+    names = [a["name"] for a in yaml.safe_load(text)["accounts"]]
+    assert [line.split(":", 1)[0] for line in lines] == names
+    # Every shard has work in the example: an empty shard would make a pod that polls nothing.
+    assert all(sharding.owned(names, shard, _sharded_total()) for shard in range(3))
+    assert _configmap(rendered(SHARDED), "ft-exporter-sharded-config")["metadata"]["name"] != (
+        "ft-exporter-sharded-config"
+    )
+
+
+@pytest.mark.e2e
+def test_sharded_example_pods_own_disjoint_accounts_that_cover_them_all(
+    simulator: Simulator, exporter_factory: Callable[..., Exporter], tmp_path: Path
+) -> None:
+    docs = rendered(SHARDED)
+    sts = deployfiles.one(docs, "StatefulSet")
+    text = _mounted_config(docs, sts)
+    key_dir, _ = _key_files(sts)
+    names = [a["name"] for a in yaml.safe_load(text)["accounts"]]
+    # The example's file as the pods read it, its keys and sites pointed at the simulator.
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for name in names:
+        (keys / name).write_text(simulator.key + "\n")
+    local = re.sub(r"site: \w+", f"base_url: {simulator.url}", text)
+    config = tmp_path / "accounts.yml"
+    config.write_text(local.replace(key_dir + "/", f"{keys}/"))
+    total = _sharded_total()
+    owned: list[set[str]] = []
+    for pod_index in range(sts["spec"]["replicas"]):
+        # What the downward API gives pod N: its index as text, and the total as written.
+        exp = exporter_factory(
+            [f"--config.file={config}"],
+            env={"FT_EXPORTER_SHARD": str(pod_index), "FT_EXPORTER_TOTAL_SHARDS": str(total)},
+        )
+        text_metrics = exp.metrics()
+        up = {
+            dict(labels)["account"]: v
+            for (name, labels), v in samples(text_metrics).items()
+            if name == "dashscope_finetune_up"
+        }
+        assert set(up) == set(sharding.owned(names, pod_index, total))
+        assert set(up.values()) == {1.0}
+        assert value(text_metrics, "dashscope_finetune_shard_accounts") == len(up)
+        owned.append(set(up))
+        exp.stop()
+    assert set().union(*owned) == set(names)
+    assert sum(len(o) for o in owned) == len(names)
+
+
+@pytest.mark.parametrize(
+    ("shard", "line"),
+    [
+        (
+            None,
+            "--total-shards=3 needs --shard (or FT_EXPORTER_SHARD): this replica's shard, 0 to 2",
+        ),
+        ("", "argument --shard: not a whole number: ''"),
+        ("-1", "--shard must be between 0 and 2 (--total-shards - 1), got -1"),
+        ("3", "--shard must be between 0 and 2 (--total-shards - 1), got 3"),
+        ("x", "argument --shard: not a whole number: 'x'"),
+        ("1.0", "argument --shard: not a whole number: '1.0'"),
+    ],
+)
+@pytest.mark.e2e
+def test_a_pod_without_a_usable_shard_stops_with_exit_2_and_one_line(
+    shard: str | None, line: str, tmp_path: Path
+) -> None:
+    # "" is what a pod gets when the pod-index label is missing (Kubernetes before 1.28).
+    config = tmp_path / "accounts.yml"
+    config.write_text("accounts:\n  - name: a\n    site: intl\n    api_key_env: K\n")
+    env = {"PATH": "/usr/bin:/bin", "K": "sk-0123456789", "FT_EXPORTER_TOTAL_SHARDS": "3"}
+    if shard is not None:
+        env["FT_EXPORTER_SHARD"] = shard
+    result = deployfiles.run(
+        [deployfiles.tool("ft-exporter"), f"--config.file={config}"], env=env, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"ft-exporter: error: {line}"]
