@@ -309,6 +309,43 @@ def test_issue_panels_are_present() -> None:
     assert "api_requests_total" in by_title["API request rate"]["targets"][0]["expr"]
 
 
+COST_QUERY = (
+    "sum by (account, model, currency) (dashscope_finetune_estimated_cost"
+    '{job=~"$job", account=~"$account", model=~"$model"})'
+)
+
+
+def test_cost_panel_in_the_tokens_row_says_when_no_prices_are_configured() -> None:
+    """Without `prices` the cost series is absent: the panel says why, not "No data"."""
+    layout = dict(rows(load_dashboard()))
+    [cost] = [p for p in layout["Tokens"] if "estimated_cost" in str(p["targets"])]
+    assert cost["title"] == "Estimated cost by model and account"
+    assert cost["type"] == "table"
+    [target] = cost["targets"]
+    assert target["expr"] == COST_QUERY
+    assert (target["instant"], target["range"], target["format"]) == (True, False, "table")
+    defaults = cost["fieldConfig"]["defaults"]
+    assert defaults["noValue"] == "no prices configured"
+    # The currency is a column of its own, next to the figure (no unit: it is the label's).
+    organize = cost["transformations"][-1]["options"]
+    assert organize["renameByName"] == {
+        "account": "Account",
+        "model": "Model",
+        "Value": "Cost",
+        "currency": "Currency",
+    }
+    assert organize["indexByName"] == {"account": 0, "model": 1, "Value": 2, "currency": 3}
+    assert "{{currency}}" in target["legendFormat"]
+
+
+def test_a_no_value_text_of_the_wrong_type_is_refused() -> None:
+    """The schema types noValue as a string: the check above is backed by Grafana's model."""
+    dashboard = copy.deepcopy(load_dashboard())
+    [cost] = [p for p in data_panels(dashboard) if p.get("id") == 32]
+    cost["fieldConfig"]["defaults"]["noValue"] = 0
+    assert any("noValue" in e and "is not of type 'string'" in e for e in schema_errors(dashboard))
+
+
 #: The Training row's table: column title -> the metric behind it.
 TRAINING_COLUMNS = {
     "Progress": "dashscope_finetune_job_progress_ratio",
