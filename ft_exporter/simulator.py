@@ -789,9 +789,13 @@ class SimulatorServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("simulator: connection from %s ended badly", client_address)
 
-    def __init__(self, address: tuple[str, int], account: SimulatedAccount, key: str) -> None:
+    def __init__(
+        self, address: tuple[str, int], account: SimulatedAccount, key: str, latency: float = 0.0
+    ) -> None:
         self.account = account
         self.key = key
+        #: Seconds every API answer waits first, as a distant region does (benchmarks).
+        self.latency = latency
         super().__init__(address, _Handler)
 
     scheme = "http"
@@ -876,6 +880,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with account._lock:
             account.requests += 1
+        if self.server.latency:
+            time.sleep(self.server.latency)
         path = parts.path.rstrip("/")
         logs = LOGS_PATH.fullmatch(path)
         if path == API_PATH:
@@ -1116,12 +1122,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="the certificate's key (PEM)")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="delay every API answer by this long (not /_sim/ control requests)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     server = SimulatorServer(
         (args.host, args.port),
         SimulatedAccount(args.scenario, new_job_every=args.new_job_every),
         args.key,
+        args.latency,
     )
     if args.tls_cert and args.tls_key:
         server.enable_tls(args.tls_cert, args.tls_key)
