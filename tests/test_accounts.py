@@ -342,3 +342,41 @@ def test_estimated_cost_has_its_hand_computed_values(
         for model in ("qwen3-14b", "qwen3-8b", "qwen2.5-7b-instruct")
     }
     assert tokens == {"qwen3-14b": 442153, "qwen3-8b": 5000, "qwen2.5-7b-instruct": 4096}
+
+
+def test_a_reload_that_adds_accounts_keeps_each_existing_one_on_its_shard(
+    simulator: Simulator, exporter_factory: Callable[..., Exporter], tmp_path: Path
+) -> None:
+    path = tmp_path / "accounts.yml"
+    first = [f"team-{n:02d}" for n in range(12)]
+    write_config(path, [account_yaml(n, simulator, "KEY") for n in first], "poll_interval: 1s")
+    exp = exporter_factory(
+        [f"--config.file={path}", "--shard=1", "--total-shards=3"], env={"KEY": simulator.key}
+    )
+    owned_before = set(per_account(exp.metrics(), "dashscope_finetune_up"))
+    assert owned_before == set(sharding.owned(first, 1, 3))
+
+    def sweeps() -> dict[str, float]:
+        return per_account(exp.metrics(), "dashscope_finetune_sweeps_total")
+
+    wait_for(lambda: min(sweeps().values()) >= 2, what="two sweeps of each account")
+    before = sweeps()
+    more = first + [f"team-{n:02d}" for n in range(12, 30)]
+    write_config(path, [account_yaml(n, simulator, "KEY") for n in more], "poll_interval: 1s")
+    assert post_reload(exp) == (200, "Reloaded\n")
+    owned_after = set(sharding.owned(more, 1, 3))
+    assert owned_before <= owned_after  # nobody moved away
+    wait_for(
+        lambda: set(per_account(exp.metrics(), "dashscope_finetune_up")) == owned_after,
+        what="the new accounts of this shard",
+    )
+    after = sweeps()
+    # The accounts it had keep their pollers: their sweep counts go on from where they were,
+    # and the reload says it added this shard's new accounts and changed nothing else.
+    assert all(after[name] >= before[name] for name in owned_before)
+    added = ",".join(n for n in more if n in owned_after - owned_before)
+    assert (
+        f"accounts: {len(owned_after)} polled; added {added}, changed none, removed none"
+        in exp.output()
+    )
+    assert value(exp.metrics(), "dashscope_finetune_shard_accounts") == len(owned_after)
