@@ -15,11 +15,13 @@ from ft_exporter.collector import (
     CollectorSettings,
     FineTuneCollector,
     QuotaRule,
+    StateUnit,
     checked_job,
     select_aggregate_series,
     select_job_series,
     single,
 )
+from ft_exporter.cost import Prices
 from ft_exporter.model import ExporterState, Job, Snapshot, Training
 
 
@@ -638,3 +640,96 @@ def test_training_series_follow_the_per_job_cap_and_staleness() -> None:
 def test_a_clean_job_comes_out_of_the_check_unchanged() -> None:
     clean = dataclasses.replace(job(1, "RUNNING"), n_epochs=3.0, tailable=False)
     assert checked_job(clean) == clean
+
+
+# --- many accounts and prices ------------------------------------------------------------
+
+
+def collect_units(
+    units: list[StateUnit], prices: Prices | None = None, now: float = 2000.0
+) -> FineTuneCollector:
+    return FineTuneCollector(lambda: units, clock=lambda: now, prices=lambda: prices)
+
+
+def render_collector(collector: FineTuneCollector) -> str:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return generate_latest(registry).decode()
+
+
+def unit(account: str, *jobs: Job) -> StateUnit:
+    state = state_of(*jobs)
+    return StateUnit(CollectorSettings(account=account), lambda: state)
+
+
+def test_two_accounts_share_one_family_per_metric_in_describe_order() -> None:
+    collector = collect_units([unit("sg", job(1, "RUNNING")), unit("bj", job(2, "FAILED"))])
+    families = list(collector.collect())
+    names = [f.name for f in families]
+    assert len(names) == len(set(names))  # one header per metric, whatever the accounts
+    order = [f.name for f in collector.describe()]
+    assert names == sorted(names, key=order.index)
+    up = next(f for f in families if f.name == "dashscope_finetune_up")
+    assert [(s.labels, s.value) for s in up.samples] == [
+        ({"account": "sg"}, 1),
+        ({"account": "bj"}, 1),
+    ]
+    text = render_collector(collector)
+    assert text.count("# TYPE dashscope_finetune_jobs gauge") == 1
+    assert value(text, "dashscope_finetune_quota_used_jobs", account="sg") == 1
+    assert value(text, "dashscope_finetune_quota_used_jobs", account="bj") == 0
+
+
+def test_an_account_no_longer_polled_leaves_no_series_and_no_cache() -> None:
+    units = [unit("sg", job(1, "RUNNING")), unit("bj", job(2, "RUNNING"))]
+    collector = collect_units(units)
+    render_collector(collector)
+    del units[1]
+    text = render_collector(collector)
+    assert 'account="bj"' not in text
+    assert set(collector._cached) == {"sg"}
+
+
+def test_cost_per_account_and_model_from_the_price_table(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    prices = Prices("CNY", {"qwen3-8b": 0.25}, None)
+    units = [
+        unit("sg", job(1, "SUCCEEDED", usage=3000), job(2, "FAILED", usage=1000)),
+        unit("bj", job(3, "SUCCEEDED", model="other", usage=500)),
+    ]
+    collector = collect_units(units, prices)
+    with caplog.at_level(logging.WARNING, "ft_exporter.collector"):
+        text = render_collector(collector)
+        render_collector(collector)  # a second scrape logs nothing new
+    costs = {
+        (dict(labels)["account"], dict(labels)["model"], dict(labels)["currency"]): v
+        for (name, labels), v in samples(text).items()
+        if name == "dashscope_finetune_estimated_cost"
+    }
+    assert costs == {("sg", "qwen3-8b", "CNY"): 1.0}  # 4000 tokens x 0.25 / 1000
+    assert (
+        "# HELP dashscope_finetune_estimated_cost Estimated cost of the fine-tune jobs the API "
+        "lists: their tokens times the model's price per 1,000 tokens from the config file's "
+        "prices (in currency)." in text
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        "account bj: model other has no price and prices has no default: no cost for it"
+    ]
+    with_default = collect_units(units, Prices("USD", {"qwen3-8b": 0.25}, 2.0))
+    text = render_collector(with_default)
+    assert (
+        value(
+            text, "dashscope_finetune_estimated_cost", account="bj", model="other", currency="USD"
+        )
+        == 1.0
+    )
+    assert "dashscope_finetune_estimated_cost" not in render_collector(collect_units(units))
+
+
+def test_no_cost_when_the_data_is_stale() -> None:
+    prices = Prices("CNY", {}, 1.0)
+    text = render_collector(
+        collect_units([unit("sg", job(1, "RUNNING", usage=10))], prices, now=1990.0 + 901.0)
+    )
+    assert "dashscope_finetune_estimated_cost{" not in text
