@@ -457,6 +457,8 @@ class FineTuneCollector(Collector):
         self._lock = threading.Lock()
         #: Per account: the snapshot and settings its cached families were built from.
         self._cached: dict[str, tuple[Snapshot, CollectorSettings, list[Metric]]] = {}
+        #: Per account: the snapshot and prices its cost family was built from.
+        self._cost_cached: dict[str, tuple[Snapshot, Prices, Metric]] = {}
         self._dropped_logged: dict[str, int] = {}
         self._skipped_logged: dict[str, int] = {}
 
@@ -466,6 +468,11 @@ class FineTuneCollector(Collector):
         yield _cost_family()
 
     def _costs(self, snapshot: Snapshot, settings: CollectorSettings, prices: Prices) -> Metric:
+        """Once per snapshot and price table, like the job-state families."""
+        with self._lock:
+            cached = self._cost_cached.get(settings.account)
+        if cached is not None and cached[0] is snapshot and cached[1] is prices:
+            return cached[2]
         family = _cost_family()
         costs, unpriced = estimated_costs(snapshot.jobs, prices)
         for model, cost in sorted(costs.items()):
@@ -479,6 +486,8 @@ class FineTuneCollector(Collector):
                 account,
                 model,
             )
+        with self._lock:
+            self._cost_cached[settings.account] = (snapshot, prices, family)
         return family
 
     def _job_metrics(self, snapshot: Snapshot, settings: CollectorSettings) -> list[Metric]:
@@ -541,7 +550,9 @@ class FineTuneCollector(Collector):
                     )
                 into.samples.extend(family.samples)
         with self._lock:
-            for account in set(self._cached) - {unit.settings.account for unit in units}:
-                del self._cached[account]  # an account no longer polled
+            polled = {unit.settings.account for unit in units}
+            for cache in (self._cached, self._cost_cached):
+                for account in set(cache) - polled:
+                    del cache[account]  # an account no longer polled
         order = [family.name for family in self.describe()]
         yield from sorted(merged.values(), key=lambda family: order.index(family.name))

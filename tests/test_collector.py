@@ -733,3 +733,39 @@ def test_no_cost_when_the_data_is_stale() -> None:
         collect_units([unit("sg", job(1, "RUNNING", usage=10))], prices, now=1990.0 + 901.0)
     )
     assert "dashscope_finetune_estimated_cost{" not in text
+
+
+def test_cost_is_computed_once_per_snapshot_and_price_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ft_exporter import collector as module
+
+    calls: list[Prices] = []
+    from ft_exporter.cost import estimated_costs as real
+
+    def counted(jobs: object, prices: Prices) -> object:
+        calls.append(prices)
+        return real(jobs, prices)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "estimated_costs", counted)
+    tables = [Prices("CNY", {}, 1.0)]
+    units = [unit("sg", job(1, "SUCCEEDED", usage=2000))]
+    collector = FineTuneCollector(lambda: units, clock=lambda: 2000.0, prices=lambda: tables[-1])
+    first = render_collector(collector)
+    assert render_collector(collector) == first
+    assert len(calls) == 1  # the same snapshot and table: the cached family
+    tables.append(Prices("CNY", {}, 2.0))  # a reload with new prices
+    assert (
+        value(
+            render_collector(collector),
+            "dashscope_finetune_estimated_cost",
+            account="sg",
+            model="qwen3-8b",
+            currency="CNY",
+        )
+        == 4.0
+    )
+    assert len(calls) == 2
+    units.clear()
+    render_collector(collector)
+    assert collector._cost_cached == {}
