@@ -40,6 +40,7 @@ class AccountSpec:
     timeout: float = 10.0
     max_requests_per_second: float = 2.0
     max_attempts: int = 4
+    burst_requests: int = 20
     sweep_timeout: float = 60.0
     ca_file: str = ""
     poll_interval: float = 60.0
@@ -70,6 +71,7 @@ def spec_of(settings: AccountSettings, keys: KeySource) -> AccountSpec:
         timeout=settings.timeout,
         max_requests_per_second=settings.max_requests_per_second,
         max_attempts=settings.max_attempts,
+        burst_requests=settings.burst_requests,
         sweep_timeout=settings.sweep_timeout,
         ca_file=settings.ca_file,
         poll_interval=settings.poll_interval,
@@ -125,6 +127,7 @@ class Account:
             observer=self._metrics,
             retry=RetryPolicy(max_attempts=spec.max_attempts),
             max_requests_per_second=spec.max_requests_per_second,
+            burst=spec.burst_requests,
             sweep_timeout=spec.sweep_timeout,
             ca_file=spec.ca_file or None,
             stop=self._stop,
