@@ -385,6 +385,12 @@ def _ended(out: list[str], jobs: Iterable[Job], now: float) -> None:
     out.append("</tbody></table></div>")
 
 
+def _latest(count: int) -> str:
+    if count == 1:
+        return "The last failed request"
+    return f"The last {count} failed requests, newest first"
+
+
 def _health(
     out: list[str],
     state: ExporterState,
@@ -426,7 +432,7 @@ def _health(
         )
     out.append(
         '</tbody></table></div><div class="scroll"><table class="failures rows"><caption>'
-        f"The last {len(failures.recent)} failed requests, newest first</caption><thead><tr>"
+        f"{_latest(len(failures.recent))}</caption><thead><tr>"
         "<th>time</th><th>endpoint</th><th>HTTP</th><th>code</th><th>message</th>"
         "<th>request id</th></tr></thead><tbody>"
     )
