@@ -431,3 +431,10 @@ def test_recent_errors_after_injected_faults_never_show_the_key(
         ["InvalidResponse", "502", "1"],
         ["Throttling", "429", "1"],
     ]
+
+
+def test_long_text_from_the_api_is_clipped_on_the_page() -> None:
+    long = "n" * 200
+    page = Page(render(FakeUnit(jobs=(job("ft-1", name=long, model=long),))))
+    assert page.rows("active")[0][:2] == ["n" * 79 + "\u2026"] * 2
+    assert page.rows("counts")[0][0] == "n" * 79 + "\u2026"

@@ -23,7 +23,14 @@ from typing import Protocol
 
 from ft_exporter.collector import CollectorSettings, is_stale
 from ft_exporter.failures import Failures
-from ft_exporter.model import DOCUMENTED_STATUSES, ExporterState, Job, Training, progress_ratio
+from ft_exporter.model import (
+    DOCUMENTED_STATUSES,
+    ExporterState,
+    Job,
+    Training,
+    clean_text,
+    progress_ratio,
+)
 
 #: Headers of the page: nothing on it may run, load or be framed, and its links do not
 #: tell other sites where the exporter lives.
@@ -39,6 +46,8 @@ HEADERS = (
 )
 #: Active jobs listed per account (newest first); the rest are counted, not listed.
 MAX_ACTIVE = 100
+#: Longest job name, id, model or status shown, in characters (longer ones end in "…").
+MAX_SHOWN = 80
 #: Ended jobs listed per account, most recently ended first.
 MAX_ENDED = 10
 #: The quota thresholds of the alerts (prometheus/alerts.yml): nearly full, full.
@@ -94,6 +103,11 @@ def alerts_url() -> str:
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _short(value: str) -> str:
+    """Text from the API, clipped for the page (a wide cell helps no one) and escaped."""
+    return _e(clean_text(value, MAX_SHOWN))
 
 
 def when(ts: float) -> str:
@@ -281,7 +295,7 @@ def _quota(out: list[str], jobs: Iterable[Job], settings: CollectorSettings) -> 
 
 def _chips(counts: Mapping[str, int], statuses: Sequence[str]) -> str:
     return " ".join(
-        f'<span class="st" data-status="{_e(s)}">{_e(s)}&nbsp;<b>{counts[s]}</b></span>'
+        f'<span class="st" data-status="{_short(s)}">{_short(s)}&nbsp;<b>{counts[s]}</b></span>'
         for s in statuses
         if counts.get(s)
     )
@@ -307,7 +321,7 @@ def _counts(out: list[str], jobs: Sequence[Job]) -> None:
     for model in sorted(by_model):
         counts = by_model[model]
         out.append(
-            f'<tr><th class="name model">{_e(model)}</th><td class="n">{counts.total()}</td>'
+            f'<tr><th class="name model">{_short(model)}</th><td class="n">{counts.total()}</td>'
             f"<td>{_chips(counts, statuses)}</td></tr>"
         )
     out.append(
@@ -342,8 +356,8 @@ def _active(out: list[str], jobs: Iterable[Job], logs: Mapping[str, Training], n
                 loss += f" / {_number(log.eval_loss)}"
         age = duration(now - job.created) if job.created is not None else DASH
         out.append(
-            f'<tr><td class="first name" title="{_e(job.job_id)}">{_e(job.job_name)}</td>'
-            f'<td class="name">{_e(job.model)}</td><td class="status">{_e(job.status)}</td>'
+            f'<tr><td class="first name" title="{_short(job.job_id)}">{_short(job.job_name)}</td>'
+            f'<td class="name">{_short(job.model)}</td><td class="status">{_short(job.status)}</td>'
             f'<td class="n" data-l="age">{age}</td>'
             f'<td class="n" data-l="progress">{shown}</td>'
             f'<td class="n" data-l="loss">{loss}</td></tr>'
@@ -373,12 +387,12 @@ def _ended(out: list[str], jobs: Iterable[Job], now: float) -> None:
         '<th class="n">tokens</th></tr></thead><tbody>'
     )
     for job in ended[:MAX_ENDED]:
-        outcome = _e(job.status)
+        outcome = _short(job.status)
         if job.status == "FAILED":
             outcome = f'<span class="bad">{outcome}</span>'
         out.append(
-            f'<tr><td class="first name" title="{_e(job.job_id)}">{_e(job.job_name)}</td>'
-            f'<td class="name">{_e(job.model)}</td><td class="status">{outcome}</td>'
+            f'<tr><td class="first name" title="{_short(job.job_id)}">{_short(job.job_name)}</td>'
+            f'<td class="name">{_short(job.model)}</td><td class="status">{outcome}</td>'
             f'<td class="n" data-l="ended">{_ago(job.ended, now)}</td>'
             f'<td class="n" data-l="tokens">{job.usage_tokens:,}</td></tr>'
         )
