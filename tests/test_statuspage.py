@@ -18,7 +18,7 @@ from html.parser import HTMLParser
 from types import MappingProxyType
 
 import pytest
-from conftest import Exporter, Simulator, http_get, wait_for
+from conftest import ROOT, Exporter, Simulator, http_get, readme_section, wait_for
 from prometheus_client import CollectorRegistry
 
 from ft_exporter.client import ApiError
@@ -438,3 +438,16 @@ def test_long_text_from_the_api_is_clipped_on_the_page() -> None:
     page = Page(render(FakeUnit(jobs=(job("ft-1", name=long, model=long),))))
     assert page.rows("active")[0][:2] == ["n" * 79 + "\u2026"] * 2
     assert page.rows("counts")[0][0] == "n" * 79 + "\u2026"
+
+
+def test_the_readme_shows_both_screenshots_and_they_stay_small() -> None:
+    section = readme_section("## Status page")
+    total = 0
+    for name in ("status-page-desktop.png", "status-page-phone.png"):
+        assert f"docs/{name}" in section
+        data = (ROOT / "docs" / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        total += len(data)
+    assert total < 400_000, total
+    for words in ("80 %", "4 more jobs can start", "the last 10 failed requests"):
+        assert words in section
