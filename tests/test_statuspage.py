@@ -304,6 +304,9 @@ def test_stale_data_and_no_sweep_yet_say_so() -> None:
     assert stale.first("last-sweep") == "2027-01-15 07:00:00 UTC (1h 0m ago)"
     fresh = Page(render(FakeUnit(jobs=(job("a"),))))
     assert (fresh.first("stale"), fresh.first("badge")) == ("no", "up")
+    failing = Page(render(FakeUnit(up=False, last_success=NOW - 60, jobs=(job("a"),))))
+    assert (failing.first("stale"), failing.first("badge")) == ("no", "failing")
+    assert "latest sweepfailed, took 1.25s" in "".join(failing.text)
     never = Page(render(FakeUnit(up=False, swept=False)))
     assert "No complete sweep yet" in "".join(never.text)
     assert never.first("last-sweep") == "never"

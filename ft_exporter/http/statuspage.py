@@ -250,10 +250,15 @@ def _account(out: list[str], index: int, unit: StatusUnit, now: float) -> None:
     state = unit.state()
     snapshot = state.snapshot
     stale = is_stale(state, settings, now)
-    if state.up and not stale:
-        badge = '<span class="badge b-ok">up</span>'
-    elif state.up or (snapshot is not None and not stale):
-        badge = '<span class="badge b-warn">stale</span>'
+    if not stale:
+        # Fresh data; "failing": the latest sweep failed, the one before is still served.
+        badge = (
+            '<span class="badge b-ok">up</span>'
+            if state.up
+            else ('<span class="badge b-warn">failing</span>')
+        )
+    elif state.last_sweep_duration is None:
+        badge = '<span class="badge b-warn">starting</span>'
     else:
         badge = '<span class="badge b-full">down</span>'
     out.append(
