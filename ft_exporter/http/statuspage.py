@@ -219,7 +219,7 @@ def render(
         f"<style>{CSS}</style></head><body>",
         "<header><h1>DashScope fine-tune exporter</h1>",
         f'<p class="mute">Version {_e(version)} \u00b7 as of <span id="now">{when(now)}</span>'
-        f" \u00b7 refreshes every {refresh}s</p>",
+        f" \u00b7 refreshes every {duration(refresh)}</p>",
         _nav(links),
         "</header>",
     ]
