@@ -17,6 +17,7 @@ from ft_exporter import keyfile, logs
 from ft_exporter.client import FineTuneClient
 from ft_exporter.collector import CollectorSettings
 from ft_exporter.configfile import AccountSettings
+from ft_exporter.failures import Failures
 from ft_exporter.model import ExporterState, Snapshot
 from ft_exporter.poller import Poller
 from ft_exporter.retry import RetryPolicy
@@ -152,6 +153,14 @@ class Account:
 
     def state(self) -> ExporterState:
         return self.poller.state()
+
+    @property
+    def poll_interval(self) -> float:
+        return self.spec.poll_interval
+
+    def failures(self) -> Failures:
+        """The last failed requests and failures by code (the status page's API health)."""
+        return self._metrics.failures()
 
     @property
     def swept(self) -> bool:
