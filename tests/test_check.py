@@ -1,0 +1,249 @@
+"""``ft-exporter check``: one sweep per account against the simulator as a real process."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Simulator, run_cli
+
+pytestmark = pytest.mark.e2e
+
+#: The report for the simulator's static scenario (tests/fixtures.py has the same figures):
+#: 19 jobs, 16 of them counted against the limit (all but 2 FAILED and 1 CANCELED), one list
+#: request and a log request for each of the 3 RUNNING jobs. The sweep time varies: SWEEP.
+STATIC_TABLE = """\
+ACCOUNT  RESULT  QUOTA  REQUESTS  ERRORS  SWEEP
+default  ok      16/20         4       0  SWEEP
+
+ACCOUNT  MODEL                PENDING  QUEUING  RUNNING  CANCELING  SUCCEEDED  FAILED  CANCELED  SUSPENDED  TOTAL
+default  qwen2.5-7b-instruct        0        0        1          0          1       0         0          0      2
+default  qwen3-14b                  1        1        1          0          4       1         1          0      9
+default  qwen3-8b                   0        2        1          1          2       1         0          1      8
+
+default: 1 malformed list entry skipped
+"""  # noqa: E501
+SWEEP = re.compile(r"\b\d+\.\d\ds$", re.MULTILINE)
+
+
+def check(sim: Simulator, *args: str, key: str | None = None, **env: str) -> Any:
+    return run_cli(
+        "check",
+        f"--dashscope.base-url={sim.url}",
+        *args,
+        env={"DASHSCOPE_API_KEY": sim.key if key is None else key, **env},
+    )
+
+
+def test_the_static_account_prints_the_exact_table(simulator: Simulator) -> None:
+    result = check(simulator)
+    assert result.returncode == 0, result.stderr
+    assert SWEEP.sub("SWEEP", result.stdout) == STATIC_TABLE
+    assert simulator.stats()["list_requests"] == 1
+    assert simulator.key not in result.stdout + result.stderr
+
+
+def test_json_gives_the_same_figures_to_scripts(simulator: Simulator) -> None:
+    result = check(simulator, "--output=json", "--dashscope.account=lab", "--quota.limit=18")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    (account,) = report["accounts"]
+    seconds = account.pop("sweep_seconds")
+    assert isinstance(seconds, float)
+    assert 0 < seconds < 30
+    assert report == {
+        "ok": True,
+        "accounts": [
+            {
+                "account": "lab",
+                "base_url": simulator.url,
+                "ok": True,
+                "error": None,
+                "requests": {"list": 1, "logs": 3},
+                "errors": [],
+                "quota": {"used": 16, "limit": 18, "statuses": "!CANCELED,!FAILED"},
+                "jobs": {
+                    "total": 19,
+                    "malformed": 1,
+                    "by_model": {
+                        "qwen2.5-7b-instruct": {"RUNNING": 1, "SUCCEEDED": 1},
+                        "qwen3-14b": {
+                            "PENDING": 1,
+                            "QUEUING": 1,
+                            "RUNNING": 1,
+                            "SUCCEEDED": 4,
+                            "FAILED": 1,
+                            "CANCELED": 1,
+                        },
+                        "qwen3-8b": {
+                            "QUEUING": 2,
+                            "RUNNING": 1,
+                            "CANCELING": 1,
+                            "SUCCEEDED": 2,
+                            "FAILED": 1,
+                            "SUSPENDED": 1,
+                        },
+                    },
+                },
+            }
+        ],
+    }
+    # Lifecycle order, as the table prints them, kept by the JSON object too.
+    assert list(account["jobs"]["by_model"]["qwen3-14b"]) == [
+        "PENDING",
+        "QUEUING",
+        "RUNNING",
+        "SUCCEEDED",
+        "FAILED",
+        "CANCELED",
+    ]
+
+
+def test_a_bad_key_exits_1_with_code_status_and_request_id(simulator: Simulator) -> None:
+    bad_key = "sk-wrong-key-9876543210abcdef"
+    result = check(simulator, key=bad_key)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"default  failed      -         1       1  \d+\.\d\ds", lines[1])
+    assert re.fullmatch(
+        r"default: InvalidApiKey HTTP 401: Invalid API-key provided\. "
+        r"\(request_id sim-\d{8}\)",
+        lines[3],
+    ), result.stdout
+    assert lines[4].startswith("  the API refused the key")
+    as_json = check(simulator, "--output", "json", key=bad_key)
+    assert as_json.returncode == 1
+    report = json.loads(as_json.stdout)
+    account = report["accounts"][0]
+    assert report["ok"] is False
+    assert account["ok"] is False
+    assert account["jobs"] is None
+    assert account["quota"]["used"] is None
+    assert account["error"]["code"] == "InvalidApiKey"
+    assert account["error"]["http_status"] == 401
+    assert re.fullmatch(r"sim-\d{8}", account["error"]["request_id"])
+    assert account["errors"] == [
+        {"endpoint": "list", "code": "InvalidApiKey", "http_status": 401, "count": 1}
+    ]
+    for output in (result, as_json):
+        assert bad_key not in output.stdout + output.stderr
+
+
+def test_an_api_echoing_the_key_never_gets_it_printed(simulator: Simulator) -> None:
+    simulator.fault("bad_key", count=100, message=f"key {simulator.key} refused")
+    for output in ("table", "json"):
+        result = check(simulator, f"--output={output}")
+        assert result.returncode == 1
+        assert "InvalidApiKey" in result.stdout
+        assert simulator.key not in result.stdout + result.stderr
+        assert "refused" in result.stdout
+
+
+def test_throttling_exits_1_after_the_retries(simulator: Simulator) -> None:
+    simulator.fault("throttle", count=100)
+    result = check(simulator, "--dashscope.max-attempts=2", "--output=json")
+    assert result.returncode == 1
+    account = json.loads(result.stdout)["accounts"][0]
+    assert account["error"]["code"] == "Throttling"
+    assert account["error"]["http_status"] == 429
+    assert account["requests"] == {"list": 2, "logs": 0}
+    assert account["errors"] == [
+        {"endpoint": "list", "code": "Throttling", "http_status": 429, "count": 2}
+    ]
+    table = check(simulator, "--dashscope.max-attempts=1")
+    assert table.returncode == 1
+    assert re.search(
+        r"^default: Throttling HTTP 429: Too many requests, please retry later\. "
+        r"\(request_id sim-\d{8}\)$",
+        table.stdout,
+        re.MULTILINE,
+    ), table.stdout
+    assert "--dashscope.max-requests-per-second" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        (
+            ["--dashscope.page-size=0"],
+            {"DASHSCOPE_API_KEY": "sk-test-secret-0123456789"},
+            "ft-exporter: error: --dashscope.page-size must be between 1 and 100, got 0",
+        ),
+        (
+            [],
+            {},
+            "ft-exporter: error: no API key: set $DASHSCOPE_API_KEY or "
+            "--dashscope.api-key-file (or try --demo)",
+        ),
+        (
+            ["--output=xml"],
+            {"DASHSCOPE_API_KEY": "sk-test-secret-0123456789"},
+            "ft-exporter: error: --output must be one of table, json, got 'xml'",
+        ),
+        (
+            ["--no-such-flag"],
+            {"DASHSCOPE_API_KEY": "sk-test-secret-0123456789"},
+            "ft-exporter: error: unrecognized arguments: --no-such-flag",
+        ),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_line(
+    args: list[str], env: dict[str, str], line: str
+) -> None:
+    result = run_cli("check", *args, env=env)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [line]
+
+
+def test_several_accounts_one_failing_exits_1_and_reports_both(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """Exit 1 when any account fails: the exporter would serve ``up 0`` for it."""
+    config = tmp_path / "accounts.yml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            accounts:
+              - name: good
+                base_url: {simulator.url}
+                api_key_env: GOOD_KEY
+              - name: wrong
+                base_url: {simulator.url}
+                api_key_env: WRONG_KEY
+                quota_limit: 5
+            """
+        )
+    )
+    env = {"GOOD_KEY": simulator.key, "WRONG_KEY": "sk-not-this-one-0123456789"}
+    result = run_cli("check", f"--config.file={config}", env=env)
+    assert result.returncode == 1
+    summary = SWEEP.sub("SWEEP", result.stdout).splitlines()
+    assert summary[:3] == [
+        "ACCOUNT  RESULT  QUOTA  REQUESTS  ERRORS  SWEEP",
+        "good     ok      16/20         4       0  SWEEP",
+        "wrong    failed      -         1       1  SWEEP",
+    ]
+    assert [line.split()[:2] for line in summary[5:8]] == [
+        ["good", "qwen2.5-7b-instruct"],
+        ["good", "qwen3-14b"],
+        ["good", "qwen3-8b"],
+    ]
+    assert re.search(r"^wrong: InvalidApiKey HTTP 401: ", result.stdout, re.MULTILINE)
+    missing = run_cli("check", f"--config.file={config}", env={"GOOD_KEY": simulator.key})
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == [
+        "ft-exporter: error: accounts[1].api_key_env: $WRONG_KEY is not set or empty"
+    ]
+    assert "sk-not-this-one" not in result.stdout + result.stderr
+
+
+def test_demo_checks_the_built_in_simulator() -> None:
+    result = run_cli("check", "--demo", "--output=json")
+    assert result.returncode == 0, result.stderr
+    (account,) = json.loads(result.stdout)["accounts"]
+    assert account["ok"] is True
+    assert account["requests"]["list"] >= 1
