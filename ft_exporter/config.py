@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, NoReturn
 
-from ft_exporter import __version__, keyfile, sharding, webconfig
+from ft_exporter import keyfile, sharding, webconfig
 from ft_exporter.client import normalise_base_url
 from ft_exporter.collector import DEFAULT_MAX_AGGREGATE_SERIES, QuotaRule
 from ft_exporter.model import DOCUMENTED_STATUSES, normalise_status, parse_timezone
 from ft_exporter.secret import Secret
 from ft_exporter.tailer import DEFAULT_MAX_JOBS, DEFAULT_MAX_LINES
+from ft_exporter.version import version_text
 
 #: Not in /etc/services (IANA) nor in Prometheus' default port allocations; see the README.
 DEFAULT_PORT = 11550
@@ -540,6 +541,17 @@ def _typed(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
+class _PrintVersion(argparse.Action):
+    """--version as exporters print it, its lines kept (argparse's own action reflows them)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str = "") -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        print(version_text())
+        parser.exit(0)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but every error is one line and exit code 2."""
 
@@ -584,7 +596,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             action="store_true",
             help=f"{flag.help} [env {flag.env}=true]",
         )
-    parser.add_argument("--version", action="version", version=f"ft-exporter {__version__}")
+    parser.add_argument(
+        "--version", action=_PrintVersion, help="print the version, revision and platform"
+    )
     parser.epilog = (
         f"The API key is read from ${API_KEY_ENV} or --dashscope.api-key-file; "
         "it never appears in logs or metrics."

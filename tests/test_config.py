@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -215,7 +218,14 @@ def test_empty_key_file(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_version_and_help() -> None:
     version = run_cli("--version")
-    assert (version.returncode, version.stdout.strip()) == (0, f"ft-exporter {__version__}")
+    assert version.returncode == 0
+    # prometheus/common's version.Print, in Python's terms; this install is editable.
+    assert re.fullmatch(
+        rf"ft-exporter, version {re.escape(__version__)} \(revision: unknown\)\n"
+        r"  python version:   3\.\d+\.\d+\S* \((CPython|PyPy)\)\n"
+        rf"  platform:         {sys.platform}/{platform.machine()}\n",
+        version.stdout,
+    ), version.stdout
     helptext = run_cli("--help")
     assert helptext.returncode == 0
     for flag in (
