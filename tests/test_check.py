@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Simulator, run_cli
+from conftest import Simulator, readme_section, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -247,3 +247,29 @@ def test_demo_checks_the_built_in_simulator() -> None:
     (account,) = json.loads(result.stdout)["accounts"]
     assert account["ok"] is True
     assert account["requests"]["list"] >= 1
+
+
+def test_the_readme_troubleshooting_starts_with_check_and_shows_its_real_output(
+    simulator: Simulator,
+) -> None:
+    section = readme_section("## Troubleshooting")
+    blocks = re.findall(r"```(\w*)\n(.*?)```", section, re.DOTALL)
+    first_command = blocks[0][1].splitlines()[0].split("#")[0].strip()
+    assert first_command == "ft-exporter check"
+    # The table shown is what check prints for the static scenario.
+    table = next(body for kind, body in blocks if body.startswith("ACCOUNT"))
+    assert SWEEP.sub("SWEEP", table) == STATIC_TABLE
+    # The JSON example has the real document's shape, key for key.
+    example = json.loads(next(body for kind, body in blocks if kind == "json"))
+    real = json.loads(check(simulator, "--output=json").stdout)
+
+    def shape(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: shape(v) for k, v in value.items() if k != "by_model"}
+        if isinstance(value, list):
+            return [shape(v) for v in value[:1]]
+        return type(value).__name__
+
+    assert shape(example) == shape(real)
+    for heading in ("### 401", "### 429", "### Stale data", "### A stuck job"):
+        assert f"\n{heading}" in section, heading
