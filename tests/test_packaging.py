@@ -110,6 +110,19 @@ def test_the_revision_variable_wins_and_must_be_a_revision(tmp_path: Path) -> No
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
 
 
+def test_a_wheel_built_through_an_sdist_keeps_the_commit(tmp_path: Path) -> None:
+    """``python -m build`` makes the sdist, then the wheel from it, where no .git is left:
+    the sdist carries the stamp."""
+    src, head = git_checkout(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "FT_EXPORTER_REVISION"}
+    out = tmp_path / "dist"
+    built = deployfiles.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(src)], timeout=240, env=env
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert f"(revision: {head})" in stamped_version(out / WHEEL)
+
+
 def test_the_metadata_names_urls_classifiers_and_keywords(
     checkout_wheel: tuple[Path, str],
 ) -> None:
