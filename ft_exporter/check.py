@@ -19,20 +19,22 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from prometheus_client import CollectorRegistry
 
 from ft_exporter import config, configfile, logs
 from ft_exporter.account import Account, AccountSpec
 from ft_exporter.client import ENDPOINTS, ApiError, Cancelled
-from ft_exporter.model import DOCUMENTED_STATUSES, Snapshot
+from ft_exporter.model import DOCUMENTED_STATUSES, Snapshot, clean_text
 from ft_exporter.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("table", "json")
 USAGE = "usage: ft-exporter check [--output {table,json}] [FLAGS]"
+#: Longest failure line printed (the API's message is already clipped to 200 characters).
+MAX_NOTE_CHARS = 600
 #: Accounts swept at once; each has its own rate limit, so this only bounds the threads.
 MAX_PARALLEL = 8
 
@@ -205,6 +207,7 @@ def to_json(results: Sequence[Result]) -> dict[str, Any]:
 
 def _table(rows: list[list[str]], numeric_from: int) -> list[str]:
     """Columns two spaces apart; those from ``numeric_from`` on right-aligned."""
+    rows = [[clean_text(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
@@ -261,7 +264,9 @@ def to_table(results: Sequence[Result]) -> list[str]:
             err = r.error
             status = f" HTTP {err.http_status}" if err.http_status else ""
             rid = err.request_id or "none"
-            notes.append(f"{r.spec.name}: {err.code}{status}: {err.message} (request_id {rid})")
+            # The API's text, shown on a terminal: one line, no escape sequences.
+            text = f"{r.spec.name}: {err.code}{status}: {err.message} (request_id {rid})"
+            notes.append(clean_text(text, MAX_NOTE_CHARS))
             if err.code in HINTS:
                 notes.append(f"  {HINTS[err.code]}")
     if notes:
@@ -272,9 +277,16 @@ def to_table(results: Sequence[Result]) -> list[str]:
 # ---- command --------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line and exit code 2, as the exporter's own flags."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ft-exporter: error: {message}\n")
+
+
 def _options(argv: Sequence[str]) -> tuple[str, list[str]] | int:
     """``--output`` (check's own flag) and the exporter's flags; an exit code on error."""
-    parser = argparse.ArgumentParser(prog="ft-exporter check", add_help=False, allow_abbrev=False)
+    parser = _Parser(prog="ft-exporter check", add_help=False, allow_abbrev=False)
     parser.add_argument("--output", default="table")
     parser.add_argument("-h", "--help", action="store_true")
     own, rest = parser.parse_known_args(list(argv))

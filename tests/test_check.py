@@ -143,6 +143,18 @@ def test_an_api_echoing_the_key_never_gets_it_printed(simulator: Simulator) -> N
         assert "refused" in result.stdout
 
 
+def test_an_error_message_cannot_drive_the_terminal(simulator: Simulator) -> None:
+    simulator.fault("bad_key", count=100, message="\x1b[2J\x1b[31mgone\nACCOUNT  RESULT  forged")
+    result = check(simulator)
+    assert result.returncode == 1
+    assert "\x1b" not in result.stdout
+    (line,) = [line for line in result.stdout.splitlines() if "InvalidApiKey" in line]
+    assert "gone ACCOUNT  RESULT  forged" in line
+    assert [line for line in result.stdout.splitlines() if line.startswith("ACCOUNT")] == [
+        "ACCOUNT  RESULT  QUOTA  REQUESTS  ERRORS  SWEEP"
+    ]
+
+
 def test_throttling_exits_1_after_the_retries(simulator: Simulator) -> None:
     simulator.fault("throttle", count=100)
     result = check(simulator, "--dashscope.max-attempts=2", "--output=json")
@@ -183,6 +195,11 @@ def test_throttling_exits_1_after_the_retries(simulator: Simulator) -> None:
             ["--output=xml"],
             {"DASHSCOPE_API_KEY": "sk-test-secret-0123456789"},
             "ft-exporter: error: --output must be one of table, json, got 'xml'",
+        ),
+        (
+            ["--output"],
+            {"DASHSCOPE_API_KEY": "sk-test-secret-0123456789"},
+            "ft-exporter: error: argument --output: expected one argument",
         ),
         (
             ["--no-such-flag"],
