@@ -52,13 +52,21 @@ def revision() -> str | None:
 
 
 def stamp(directory: Path) -> None:
-    """Write the revision module under ``directory`` when a revision is known."""
+    """Write the revision module under ``directory`` (a build or an sdist's tree). With no
+    revision known, only the module the sources carry (an sdist's) is kept, never one an
+    earlier build left in build/."""
     found = revision()
+    carried = ROOT / MODULE
     if found is not None:
-        target = directory / MODULE
+        text: str | None = TEMPLATE.format(revision=found)
+    else:
+        text = carried.read_text(encoding="utf-8") if carried.exists() else None
+    target = directory / MODULE
+    # Unlinked first: an sdist's tree holds hard links to the sources, never to be written.
+    target.unlink(missing_ok=True)
+    if text is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.unlink(missing_ok=True)  # an sdist's tree links to the sources: never write those
-        target.write_text(TEMPLATE.format(revision=found), encoding="utf-8")
+        target.write_text(text, encoding="utf-8")
 
 
 class BuildPy(build_py):

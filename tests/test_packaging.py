@@ -104,6 +104,11 @@ def test_the_revision_variable_wins_and_must_be_a_revision(tmp_path: Path) -> No
     built = build_wheel(src, tmp_path / "good", revision="v0.1.0-rc.1")
     assert built.returncode == 0, built.stderr
     assert "(revision: v0.1.0-rc.1)" in stamped_version(tmp_path / "good" / WHEEL)
+    # No variable and no .git: unknown, whatever stamp that build left in src/build.
+    shutil.rmtree(src / ".git")
+    plain = build_wheel(src, tmp_path / "plain")
+    assert plain.returncode == 0, plain.stderr
+    assert "(revision: unknown)" in stamped_version(tmp_path / "plain" / WHEEL)
     bad = build_wheel(src, tmp_path / "bad", revision="abc'; import os #")
     assert bad.returncode != 0
     assert "$FT_EXPORTER_REVISION is not a revision" in bad.stderr
