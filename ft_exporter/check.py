@@ -32,6 +32,8 @@ from ft_exporter.selfmetrics import SelfMetrics
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("table", "json")
+#: The code of a sweep that failed without an API error: a bug in the exporter.
+UNEXPECTED = "Unexpected"
 USAGE = "usage: ft-exporter check [--output {table,json}] [FLAGS]"
 #: Longest failure line printed (the API's message is already clipped to 200 characters).
 MAX_NOTE_CHARS = 600
@@ -104,6 +106,9 @@ def sweep(account: Account, registry: CollectorRegistry) -> Result:
         error = err
     except Cancelled:
         error = ApiError("Cancelled", "interrupted")
+    except Exception as exc:  # a bug of ours: reported like the poller does, not a traceback
+        log.error("sweep failed: unexpected %s", type(exc).__name__, exc_info=exc)
+        error = ApiError(UNEXPECTED, f"unexpected {type(exc).__name__}: {exc}")
     finally:
         seconds = time.monotonic() - started
         account.stop()

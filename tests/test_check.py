@@ -11,6 +11,11 @@ from typing import Any
 import pytest
 from conftest import Simulator, readme_section, run_cli
 
+from ft_exporter import check as check_module
+from ft_exporter import config, configfile
+from ft_exporter.account import Account, spec_of
+from ft_exporter.model import Snapshot
+
 pytestmark = pytest.mark.e2e
 
 #: The report for the simulator's static scenario (tests/fixtures.py has the same figures):
@@ -290,3 +295,23 @@ def test_the_readme_troubleshooting_starts_with_check_and_shows_its_real_output(
     assert shape(example) == shape(real)
     for heading in ("### 401", "### 429", "### Stale data", "### A stuck job"):
         assert f"\n{heading}" in section, heading
+
+
+def test_a_bug_in_the_sweep_is_a_failed_account_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = "sk-unit-test-0123456789"
+    cfg = config.load(["--dashscope.base-url=http://127.0.0.1:9"], {"DASHSCOPE_API_KEY": key})
+    spec = spec_of(configfile.base_from_config(cfg), cfg.api_key)
+
+    def broken(self: Account) -> Snapshot:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Account, "_sweep", broken)
+    (result,) = check_module.run([spec])
+    assert result.error is not None
+    assert result.error.code == "Unexpected"
+    assert result.error.message == "unexpected RuntimeError: a bug"
+    assert check_module.to_table([result])[3] == (
+        "default: Unexpected: unexpected RuntimeError: a bug (request_id none)"
+    )
