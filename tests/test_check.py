@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Simulator, readme_section, run_cli
+from conftest import Simulator, http_json, readme_section, run_cli
 
 from ft_exporter import check as check_module
 from ft_exporter import config, configfile
@@ -315,3 +315,21 @@ def test_a_bug_in_the_sweep_is_a_failed_account_not_a_traceback(
     assert check_module.to_table([result])[3] == (
         "default: Unexpected: unexpected RuntimeError: a bug (request_id none)"
     )
+
+
+def test_a_full_quota_is_a_successful_check_showing_the_limit_reached(tmp_path: Path) -> None:
+    """The 20-job limit refuses new jobs, not the exporter's requests: check exits 0."""
+    sim = Simulator(tmp_path, scenario="empty")
+    try:
+        http_json(sim.url + "/_sim/jobs", "POST", {"fill_quota": 20})
+        result = check(sim)
+    finally:
+        sim.stop()
+    assert result.returncode == 0, result.stderr
+    assert SWEEP.sub("SWEEP", result.stdout).splitlines() == [
+        "ACCOUNT  RESULT  QUOTA  REQUESTS  ERRORS  SWEEP",
+        "default  ok      20/20         1       0  SWEEP",
+        "",
+        "ACCOUNT  MODEL     SUCCEEDED  TOTAL",
+        "default  qwen3-8b         20     20",
+    ]
