@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -296,11 +297,13 @@ def _options(argv: Sequence[str]) -> tuple[str, list[str]] | int:
     parser.add_argument("-h", "--help", action="store_true")
     own, rest = parser.parse_known_args(list(argv))
     if own.help:
-        print(
-            f"{USAGE}\n\nSweeps every account once with the exporter's own flags, variables "
-            "and --config.file, prints what it saw and exits: 0 all swept, 1 an API error, "
-            "2 bad configuration. FLAGS: see ft-exporter --help."
+        about = (
+            "Sweeps every account once with the exporter's own flags, variables and "
+            "--config.file, prints what it saw and exits: 0 all swept, 1 an API error, 2 bad "
+            "configuration. --output json prints a JSON document instead of the tables. "
+            "FLAGS: see ft-exporter --help."
         )
+        print(f"{USAGE}\n\n{textwrap.fill(about, 79)}")
         return 0
     if own.output not in OUTPUTS:
         print(

@@ -333,3 +333,12 @@ def test_a_full_quota_is_a_successful_check_showing_the_limit_reached(tmp_path: 
         "ACCOUNT  MODEL     SUCCEEDED  TOTAL",
         "default  qwen3-8b         20     20",
     ]
+
+
+def test_check_help_says_what_it_does_and_exits_0() -> None:
+    result = run_cli("check", "--help")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "usage: ft-exporter check [--output {table,json}] [FLAGS]"
+    assert max(len(line) for line in lines) < 80
+    assert "0 all swept, 1 an API error, 2 bad" in " ".join(lines)
