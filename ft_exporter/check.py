@@ -227,6 +227,8 @@ def _table(rows: list[list[str]], numeric_from: int) -> list[str]:
 
 def to_table(results: Sequence[Result]) -> list[str]:
     """The human report: one row per account, one per account and model, then failures."""
+    if not results:
+        return ["no account to check: this shard (--shard, --total-shards) holds none"]
     summary = [["ACCOUNT", "RESULT", "QUOTA", "REQUESTS", "ERRORS", "SWEEP"]]
     for r in results:
         used = r.quota_used

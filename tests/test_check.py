@@ -12,7 +12,7 @@ import pytest
 from conftest import Simulator, http_json, readme_section, run_cli
 
 from ft_exporter import check as check_module
-from ft_exporter import config, configfile
+from ft_exporter import config, configfile, sharding
 from ft_exporter.account import Account, spec_of
 from ft_exporter.model import Snapshot
 
@@ -342,3 +342,21 @@ def test_check_help_says_what_it_does_and_exits_0() -> None:
     assert lines[0] == "usage: ft-exporter check [--output {table,json}] [FLAGS]"
     assert max(len(line) for line in lines) < 80
     assert "0 all swept, 1 an API error, 2 bad" in " ".join(lines)
+
+
+def test_an_empty_shard_has_nothing_to_check_and_says_so(tmp_path: Path) -> None:
+    config_file = tmp_path / "accounts.yml"
+    config_file.write_text(
+        "accounts:\n  - name: only\n    base_url: http://127.0.0.1:9\n    api_key_env: K\n"
+    )
+    # "only" hashes to one of two shards: the other holds nothing.
+    (empty,) = [n for n in (0, 1) if not sharding.owned(["only"], n, 2)]
+    args = ["check", f"--config.file={config_file}", f"--shard={empty}", "--total-shards=2"]
+    table = run_cli(*args, env={"K": "sk-unused-0123456789"})
+    assert (table.returncode, table.stdout) == (
+        0,
+        "no account to check: this shard (--shard, --total-shards) holds none\n",
+    )
+    as_json = run_cli(*args, "--output=json", env={"K": "sk-unused-0123456789"})
+    assert as_json.returncode == 0
+    assert json.loads(as_json.stdout) == {"ok": True, "accounts": []}
