@@ -41,6 +41,7 @@ from conftest import (
 )
 
 from ft_exporter import __version__
+from ft_exporter.version import revision
 
 pytestmark = pytest.mark.e2e
 
@@ -373,7 +374,7 @@ def static_expectations() -> dict[str, dict[Labels, Check]]:
     """Each dashboard target's result on the static account: exact where the data is fixed;
     bounds only where the value is a rate, a duration or an age."""
     account = one(account="default")
-    info = one(version=__version__)
+    info = one(version=__version__, revision=revision())
     stamp = {
         job_labels(job_id): age_since(at(created))
         for job_id, (_, _, status, created, _, _) in STATIC_JOBS.items()
