@@ -41,6 +41,7 @@ class AccountSpec:
     max_requests_per_second: float = 2.0
     max_attempts: int = 4
     sweep_timeout: float = 60.0
+    full_sweep_interval: float = 600.0
     ca_file: str = ""
     poll_interval: float = 60.0
     log_max_jobs: int = DEFAULT_MAX_JOBS
@@ -71,6 +72,7 @@ def spec_of(settings: AccountSettings, keys: KeySource) -> AccountSpec:
         max_requests_per_second=settings.max_requests_per_second,
         max_attempts=settings.max_attempts,
         sweep_timeout=settings.sweep_timeout,
+        full_sweep_interval=settings.full_sweep_interval,
         ca_file=settings.ca_file,
         poll_interval=settings.poll_interval,
         log_max_jobs=settings.log_max_jobs,
@@ -126,6 +128,7 @@ class Account:
             retry=RetryPolicy(max_attempts=spec.max_attempts),
             max_requests_per_second=spec.max_requests_per_second,
             sweep_timeout=spec.sweep_timeout,
+            full_sweep_interval=spec.full_sweep_interval,
             ca_file=spec.ca_file or None,
             stop=self._stop,
         )
