@@ -257,7 +257,11 @@ def test_request_headers_and_timeout() -> None:
 
 
 def test_one_session_one_connection_for_every_page_and_sweep() -> None:
-    """Keep-alive: three sweeps of three pages each go over one TCP connection."""
+    """Keep-alive: three sweeps of three pages each go over one TCP connection.
+
+    Three full sweeps: the static scenario is out of create_time order and holds a
+    malformed entry, so no sweep of it is incremental.
+    """
     sim = simulator.serve(key=KEY, scenario="static")
     try:
         client = FineTuneClient(sim.url, Secret(KEY), page_size=7, tz=UTC8)
