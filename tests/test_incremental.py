@@ -9,6 +9,7 @@ fresh client's full sweep of the same list.
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,13 +43,18 @@ def delete(sim: Simulator, job_id: str) -> None:
     http_json(sim.url + "/_sim/jobs/" + quote(job_id, safe=""), "DELETE")
 
 
-def listed(sim: Simulator) -> list[str]:
-    """The job ids in list order, as the simulator serves them (between sweeps)."""
+def listed_jobs(sim: Simulator) -> list[dict[str, Any]]:
+    """The jobs in list order, as the simulator serves them (between sweeps)."""
     request = urllib.request.Request(
         sim.url + "/api/v1/fine-tunes?page_size=100", headers={"Authorization": f"Bearer {KEY}"}
     )
     with urllib.request.urlopen(request, timeout=5) as response:
-        return [j["job_id"] for j in json.load(response)["output"]["jobs"]]
+        jobs: list[dict[str, Any]] = json.load(response)["output"]["jobs"]
+        return jobs
+
+
+def listed(sim: Simulator) -> list[str]:
+    return [j["job_id"] for j in listed_jobs(sim)]
 
 
 @pytest.fixture
@@ -56,7 +62,7 @@ def sim(tmp_path: Path) -> Iterator[Simulator]:
     simulator = Simulator(tmp_path, key=KEY, scenario="empty")
     # Oldest first: the last one added is listed first, so the list is newest first.
     add(
-        simulator, *[job(n, "RUNNING" if n in (2, 27) else "SUCCEEDED") for n in range(COUNT)][::-1]
+        simulator, *[job(n, "RUNNING" if n in (2, 29) else "SUCCEEDED") for n in range(COUNT)][::-1]
     )
     yield simulator
     simulator.stop()
@@ -101,13 +107,13 @@ def test_incremental_sweeps_of_the_real_simulator(sim: Simulator) -> None:
     assert listed(sim) == ids  # newest first, as the fixture meant
     s = Sweeper(sim)
     s.sweep(5)  # the first sweep is full: ceil(45 / 10)
-    s.sweep(3)  # ft-00027 is RUNNING on page 3: pages 1 to 3
-    patch(sim, "ft-00027", fields={"status": "SUCCEEDED", "end_time": "2024-11-01 07:00:00"})
-    s.sweep(3)  # read where it is, now ended
-    s.sweep(1)  # steady state: page 1 holds every job not ended
+    s.sweep(3)  # ft-00029 is RUNNING, last on page 3: pages 1 to 3
     add(sim, job(-1, "PENDING"))
-    snapshot = s.sweep(1)  # a new job
+    snapshot = s.sweep(4)  # a new job pushes ft-00029 onto page 4
     assert isinstance(snapshot, Snapshot) and snapshot.jobs[0].job_id == "ft--0001"
+    patch(sim, "ft-00029", fields={"status": "SUCCEEDED", "end_time": "2024-11-01 07:00:00"})
+    s.sweep(4)  # read where it is, now ended
+    s.sweep(1)  # steady state: page 1 holds every job not ended
     patch(sim, "ft--0001", fields={"status": "RUNNING"})
     s.sweep(1)  # a status change on page 1
     delete(sim, "ft-00004")
@@ -144,7 +150,7 @@ def test_a_status_change_on_page_one_reaches_metrics_after_the_next_sweep(
 ) -> None:
     """Freshness, and 1 list request a sweep in steady state, with the real exporter."""
     # Only ft-00002, on page 1, is running: after the first (full) sweep, page 1 is enough.
-    patch(sim, "ft-00027", fields={"status": "SUCCEEDED", "end_time": "2024-11-01 07:00:00"})
+    patch(sim, "ft-00029", fields={"status": "SUCCEEDED", "end_time": "2024-11-01 07:00:00"})
     exp = exporter_factory(
         [
             f"--dashscope.base-url={sim.url}",
@@ -216,3 +222,39 @@ def test_an_interval_of_zero_reads_every_page_every_sweep(
     sweeps, requests = counters()
     # 5 pages every sweep; the sweep in flight may have made some of its 5 already.
     assert 0 <= requests - 5 * sweeps <= 5, (sweeps, requests)
+
+
+def control(sim: Simulator, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(sim.url + path, data=body, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as err:
+        return err.code, json.load(err)
+
+
+def test_the_job_control_endpoints_refuse_what_they_cannot_do(sim: Simulator) -> None:
+    add(sim, job(0, job_id="a/b"))
+    assert control(sim, "PATCH", "/_sim/jobs/nope", b'{"fields": {"status": "X"}}') == (
+        404,
+        {"error": "no job 'nope'"},
+    )
+    assert control(sim, "DELETE", "/_sim/jobs/nope") == (404, {"error": "no job 'nope'"})
+    refused = (400, {"error": "expected {fields: {...}, created: seconds}"})
+    for body in (
+        b"not json",
+        b"[1]",
+        b'{"fields": [1]}',
+        b'{"created": true}',
+        b'{"created": "1"}',
+    ):
+        assert control(sim, "PATCH", "/_sim/jobs/a%2Fb", body) == refused
+    assert control(sim, "PATCH", "/_sim/fault", b"{}")[0] == 404
+    # An id with a slash, percent-encoded whole; fields set, then the job deleted.
+    assert control(sim, "PATCH", "/_sim/jobs/a%2Fb", b'{"fields": {"status": "FAILED"}}') == (
+        200,
+        {"patched": "a/b"},
+    )
+    assert [j["status"] for j in listed_jobs(sim) if j["job_id"] == "a/b"] == ["FAILED"]
+    assert control(sim, "DELETE", "/_sim/jobs/a%2Fb") == (200, {"deleted": "a/b"})
+    assert "a/b" not in listed(sim)
