@@ -658,7 +658,10 @@ class FineTuneClient:
         elif self._listings.due(model, self._monotonic()):
             log.debug("full sweep of %s: --poll.full-sweep-interval has passed", where)
         if listing is None:
-            listing = self._read(FullRead(self.page_size, self.tz, where, self._monotonic()), model)
+            full = FullRead(
+                self.page_size, self.tz, where, self._monotonic(), self._listings.get(model)
+            )
+            listing = self._read(full, model)
             if listing.blocked is not None:
                 self._explain(model, where, listing.blocked)
         self._listings.store(model, listing)

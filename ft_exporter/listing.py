@@ -127,7 +127,9 @@ class FullRead:
     ``total`` (jobs created or deleted mid-sweep, or a lying API) is rejected.
     """
 
-    def __init__(self, page_size: int, tz: tzinfo, where: str, now: float) -> None:
+    def __init__(
+        self, page_size: int, tz: tzinfo, where: str, now: float, previous: Listing | None = None
+    ) -> None:
         self.page_size = page_size
         self.tz = tz
         self.where = where
@@ -141,6 +143,9 @@ class FullRead:
         self._stale = 0
         self._blocked: Fallback | None = None
         self._last: Job | None = None
+        #: The last sweep's jobs by id: an unchanged job keeps its object, and the one just
+        #: parsed is dropped at once, so old and new lists never hold two copies of a job.
+        self._previous = {job.job_id: job for job in previous.jobs} if previous else {}
 
     def next_page(self) -> int | None:
         return None if self.done else _next_page(self.pages, self.cap, self.where, len(self.jobs))
@@ -165,7 +170,8 @@ class FullRead:
                 log.debug("skipping malformed job on page %d: %s", self.pages, exc)
                 continue
             self._check(job)
-            self.jobs[job.job_id] = job
+            known = self._previous.get(job.job_id)
+            self.jobs[job.job_id] = known if known == job else job
         # Pages shift when jobs are created mid-sweep, so one page of known jobs
         # is normal; several in a row means the API repeats itself.
         self._stale = self._stale + 1 if len(self.jobs) == before else 0
@@ -203,6 +209,7 @@ class FullRead:
         if blocked is None and self.total is None:
             blocked = Fallback(NO_TOTAL, "the API sent no total")
         jobs = tuple(self.jobs.values())
+        self._previous.clear()
         return Listing(jobs, self.now, self.malformed, blocked, last_active(jobs))
 
 

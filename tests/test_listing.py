@@ -365,6 +365,10 @@ def test_the_full_sweep_interval_catches_what_page_one_cannot_see() -> None:
     assert isinstance(snapshot, Snapshot) and snapshot.jobs[33].usage_tokens == 99
     clock.now += 599.9
     swept(api, c, [1])
+    # The full sweep kept the object of every job that had not changed.
+    assert isinstance(stale, Snapshot)
+    shared = [a is b for a, b in zip(snapshot.jobs, stale.jobs, strict=True)]
+    assert shared == [n != 33 for n in range(45)]
 
 
 @responses.activate
