@@ -23,6 +23,7 @@ import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
+from itertools import chain, islice
 from typing import Any, Protocol, TypeVar
 
 from ft_exporter.model import Job, JobParseError, parse_job
@@ -362,7 +363,7 @@ class IncrementalRead:
         rest = len(self.read) - self.new
         if self.new == 0 and all(a is b for a, b in zip(self.read, base.jobs, strict=False)):
             return base  # nothing changed: the same listing, the same tuple
-        jobs = (*self.read, *base.jobs[rest:])
+        jobs = tuple(chain(self.read, islice(base.jobs, rest, None)))
         return Listing(jobs, base.full_at, 0, None, last_active(self.read))
 
 
