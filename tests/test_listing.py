@@ -684,3 +684,41 @@ def test_an_incremental_read_that_stops_early_keeps_the_cached_rest() -> None:
     again = IncrementalRead(cached, 2, UTC8, "model=*")
     again.add([job(1), job(2)], 5)
     assert again.finish() is cached
+
+
+@responses.activate
+def test_a_list_out_of_order_from_the_start_is_explained_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="ft_exporter.client")
+    clock = Clock()
+    api = FakeApi(account(15))
+    api.jobs.insert(3, job(-1))
+    c = client(clock=clock)
+
+    def said() -> list[tuple[int, str]]:
+        out = [
+            (r.levelno, r.getMessage()) for r in caplog.records if r.name == "ft_exporter.client"
+        ]
+        caplog.clear()
+        return out
+
+    for _ in range(3):
+        assert isinstance(api.sweep(c), Snapshot) and api.pages == [1, 2]
+    assert said() == [
+        (
+            logging.INFO,
+            "reading every page of the job list (model=*), not only what changed: "
+            "ft--0001 is listed below ft-00002 but was created after it",
+        )
+    ]
+    del api.jobs[3]
+    api.sweep(c)
+    api.sweep(c)
+    assert api.pages == [1]
+    clock.now += 600
+    api.sweep(c)
+    assert api.pages == [1, 2]
+    assert said() == [
+        (logging.DEBUG, "full sweep of model=*: --poll.full-sweep-interval has passed")
+    ]
