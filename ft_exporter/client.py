@@ -399,7 +399,7 @@ class _DeadlineAdapter(HTTPAdapter):
 
 # pragma: no mutate end
 class FineTuneClient:
-    """Lists fine-tune jobs, one keep-alive session, every page of every sweep."""
+    """Lists fine-tune jobs over one keep-alive session, reading the pages that can have changed."""
 
     # Session set-up, requests, retries, pacing and body reading: transport again, which
     # the end-to-end tests cover. Listing and classifying answers (below) are mutated.
