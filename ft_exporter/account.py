@@ -17,6 +17,7 @@ from ft_exporter import keyfile, logs
 from ft_exporter.client import FineTuneClient
 from ft_exporter.collector import CollectorSettings
 from ft_exporter.configfile import AccountSettings
+from ft_exporter.failures import Failures
 from ft_exporter.model import ExporterState, Snapshot
 from ft_exporter.poller import Poller
 from ft_exporter.retry import RetryPolicy
@@ -40,6 +41,7 @@ class AccountSpec:
     timeout: float = 10.0
     max_requests_per_second: float = 2.0
     max_attempts: int = 4
+    burst_requests: int = 20
     sweep_timeout: float = 60.0
     full_sweep_interval: float = 600.0
     ca_file: str = ""
@@ -71,6 +73,7 @@ def spec_of(settings: AccountSettings, keys: KeySource) -> AccountSpec:
         timeout=settings.timeout,
         max_requests_per_second=settings.max_requests_per_second,
         max_attempts=settings.max_attempts,
+        burst_requests=settings.burst_requests,
         sweep_timeout=settings.sweep_timeout,
         full_sweep_interval=settings.full_sweep_interval,
         ca_file=settings.ca_file,
@@ -127,6 +130,7 @@ class Account:
             observer=self._metrics,
             retry=RetryPolicy(max_attempts=spec.max_attempts),
             max_requests_per_second=spec.max_requests_per_second,
+            burst=spec.burst_requests,
             sweep_timeout=spec.sweep_timeout,
             full_sweep_interval=spec.full_sweep_interval,
             ca_file=spec.ca_file or None,
@@ -152,6 +156,14 @@ class Account:
 
     def state(self) -> ExporterState:
         return self.poller.state()
+
+    @property
+    def poll_interval(self) -> float:
+        return self.spec.poll_interval
+
+    def failures(self) -> Failures:
+        """The last failed requests and failures by code (the status page's API health)."""
+        return self._metrics.failures()
 
     @property
     def swept(self) -> bool:

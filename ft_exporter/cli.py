@@ -175,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             auth_exempt=config.HEALTH_PATHS if cfg.health_no_auth else (),
             limits=limits,
             reload=lambda: reloader.reload(),
+            units=accounts.units,
         )
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", cfg.listen_host, cfg.listen_port, exc.strerror)
@@ -259,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"Demo mode: simulated API at {simulator.url}/api/v1/fine-tunes\n"
             f"  metrics:  {scheme}://{shown}:{server.port}{cfg.telemetry_path}\n"
-            f"  landing:  {scheme}://{shown}:{server.port}/\n"
+            f"  status:   {scheme}://{shown}:{server.port}/\n"
             "Press Ctrl+C to stop.",
             flush=True,
         )

@@ -65,6 +65,10 @@ DOCUMENTED_ERRORS: tuple[tuple[str, str], ...] = (
 INVALID_RESPONSE = "InvalidResponse"
 TIMEOUT = "Timeout"
 CONNECTION_ERROR = "ConnectionError"
+#: A sweep that reached, or cannot fit, its deadline (--poll.sweep-timeout): no request made.
+SWEEP_TIMEOUT = "SweepTimeout"
+#: Default of --dashscope.burst-requests: the 20-job limit's logs, or 2,000 jobs' pages, at once.
+DEFAULT_BURST = 20
 
 #: A page of 100 jobs is tens of kilobytes; anything near this is not a page.
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -417,6 +421,7 @@ class FineTuneClient:
         session: requests.Session | None = None,
         retry: RetryPolicy | None = None,
         max_requests_per_second: float | None = None,
+        burst: int = 1,
         sweep_timeout: float = 120.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         ca_file: str | None = None,
@@ -438,7 +443,7 @@ class FineTuneClient:
         self.sweep_timeout = sweep_timeout
         self.max_response_bytes = max_response_bytes
         self._bucket = (
-            TokenBucket(max_requests_per_second, monotonic=monotonic)
+            TokenBucket(max_requests_per_second, burst, monotonic=monotonic)
             if max_requests_per_second
             else None
         )
@@ -514,6 +519,25 @@ class FineTuneClient:
         """Seconds a Retry-After the endpoint sent still forbids calling it (0 if none)."""
         return max(self._not_before.get(endpoint, 0.0) - self._monotonic(), 0.0)
 
+    def check_sweep_fits(self, requests: int, total: int) -> None:
+        """Fail now when the requests a full listing still needs cannot all be made before
+        the sweep's deadline at the configured rate, rather than after minutes of work.
+
+        The message names the numbers and the flags to change, and stays the same from one
+        sweep to the next, so it is logged once while it holds.
+        """
+        bucket = self._bucket
+        if bucket is None or requests <= 0 or bucket.time_for(requests) <= self.time_left():
+            return
+        raise ApiError(
+            SWEEP_TIMEOUT,
+            f"a full sweep of {total} jobs needs {requests + 1} requests at "
+            f"--dashscope.page-size={self.page_size}, about {requests / bucket.rate:.0f}s at "
+            f"--dashscope.max-requests-per-second={bucket.rate:g}: more than "
+            f"--poll.sweep-timeout={self.sweep_timeout:g}s allows; raise the timeout or the rate "
+            "(poll_sweep_timeout, max_requests_per_second in a config file)",
+        )
+
     def _call(
         self,
         endpoint: str,
@@ -553,8 +577,22 @@ class FineTuneClient:
             self._not_before[endpoint] = self._monotonic() + err.retry_after
 
     def _pace(self) -> None:
+        """Wait for the rate limit; never start a request, or a wait, past the deadline."""
+        left = self.time_left()
+        if left <= 0:
+            raise self._deadline_reached()
         if self._bucket is not None:
-            self._sleep(self._bucket.reserve())
+            wait = self._bucket.reserve_within(left)
+            if wait is None:
+                raise self._deadline_reached()
+            self._sleep(wait)
+
+    def _deadline_reached(self) -> ApiError:
+        return ApiError(
+            SWEEP_TIMEOUT,
+            f"the sweep's deadline (--poll.sweep-timeout={self.sweep_timeout:g}s) came "
+            "before its next request",
+        )
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0 and self._wait(seconds):
@@ -679,6 +717,11 @@ class FineTuneClient:
                 page = self.fetch_page(page_no, model)
                 request_id = page.request_id
                 reader.add(page.jobs, page.total)
+                if page_no == 1 and isinstance(reader, FullRead) and reader.total is not None:
+                    # What the rest of a full sweep costs is known now: fail at once if
+                    # it cannot fit the deadline (an incremental read may need 1 page).
+                    pages = math.ceil(reader.total / self.page_size)
+                    self.check_sweep_fits(pages - 1, reader.total)
             return reader.finish()
         except Rejected as exc:
             raise self._rejected(str(exc), request_id) from None

@@ -30,6 +30,7 @@ $DASHSCOPE_API_KEY                     api_key_env (a variable name)  api_key_en
 --dashscope.timeout                    timeout                        timeout
 --dashscope.max-requests-per-second    max_requests_per_second        max_requests_per_second
 --dashscope.max-attempts               max_attempts                   max_attempts
+--dashscope.burst-requests             burst_requests                 burst_requests
 --dashscope.ca-file                    ca_file                        ca_file
 --dashscope.timezone                   timezone                       timezone
 --poll.interval                        poll_interval                  poll_interval
@@ -121,6 +122,7 @@ class AccountSettings:
     timeout: float
     max_requests_per_second: float
     max_attempts: int
+    burst_requests: int
     page_size: int
     ca_file: str
     timezone: tzinfo
@@ -289,6 +291,7 @@ _FIELDS: dict[str, tuple[str, Callable[[object], Any], *tuple[Callable[[Any], No
         config.check_positive,
     ),
     "max_attempts": ("max_attempts", _count, config.check_max_attempts),
+    "burst_requests": ("burst_requests", _count, config.check_burst_requests),
     "ca_file": ("ca_file", _ca_file),
     "timezone": ("timezone", _timezone),
     "poll_interval": ("poll_interval", _duration),  # its floor is a parameter of load()
@@ -336,6 +339,7 @@ def base_from_config(cfg: config.Config) -> AccountSettings:
         timeout=cfg.timeout,
         max_requests_per_second=cfg.max_requests_per_second,
         max_attempts=cfg.max_attempts,
+        burst_requests=cfg.burst_requests,
         page_size=cfg.page_size,
         ca_file=cfg.ca_file,
         timezone=cfg.timezone,

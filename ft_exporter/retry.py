@@ -60,7 +60,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 class TokenBucket:
     """Client-side rate limit: ``rate`` requests a second, bursts of at most ``burst``.
 
-    ``wait`` is given the function to sleep with, so a shutdown can interrupt it.
+    The bucket starts full: a first sweep makes ``burst`` requests at once, so a small
+    account is ready within its first second; over any longer run the rate holds.
     """
 
     def __init__(
@@ -78,13 +79,32 @@ class TokenBucket:
         self._updated = monotonic()
         self._lock = threading.Lock()
 
+    def _refill(self) -> None:
+        now = self._monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
     def reserve(self) -> float:
         """Take a token; return how long the caller must wait before using it."""
         with self._lock:
-            now = self._monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-            self._updated = now
+            self._refill()
             self._tokens -= 1.0
-            if self._tokens >= 0:
-                return 0.0
-            return -self._tokens / self.rate
+            return max(-self._tokens / self.rate, 0.0)
+
+    def reserve_within(self, limit: float) -> float | None:
+        """Take a token if it can be used within ``limit`` seconds and return the wait;
+        None (and no token taken) when it cannot: a request that would start past a
+        deadline is not made, and does not slow down the next sweep."""
+        with self._lock:
+            self._refill()
+            wait = max((1.0 - self._tokens) / self.rate, 0.0)
+            if wait > limit:
+                return None
+            self._tokens -= 1.0
+            return wait
+
+    def time_for(self, requests: int) -> float:
+        """Seconds before ``requests`` more requests can all have been made."""
+        with self._lock:
+            self._refill()
+            return max((requests - self._tokens) / self.rate, 0.0)

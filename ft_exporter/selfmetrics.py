@@ -16,6 +16,7 @@ from ft_exporter.client import (
     TIMEOUT,
     ApiError,
 )
+from ft_exporter.failures import Failures, RecentFailures
 
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -80,12 +81,16 @@ class SelfMetrics:
         self._lock = threading.Lock()
         #: Every error label set used per account, so that removing an account removes all.
         self._errors: dict[str, set[tuple[str, str, str]]] = {}
+        #: The last failed requests per account, for the status page; they live as long
+        #: as the error counters, so the page's tally matches dashscope_finetune_api_errors.
+        self._failures: dict[str, RecentFailures] = {}
 
     def account(self, name: str) -> AccountMetrics:
         """The counters of one account, its series zero-initialised."""
         with self._lock:
             if name not in self._errors:
                 self._errors[name] = set()
+                self._failures[name] = RecentFailures()
                 self.sweeps.labels(name)
                 self.sweep_failures.labels(name)
                 for endpoint in ENDPOINTS:
@@ -102,12 +107,20 @@ class SelfMetrics:
     def count_error(self, account: str, endpoint: str, error: ApiError) -> None:
         with self._lock:
             counter = self._error(account, endpoint, error.code, error.http_status)
+            failures = self._failures.setdefault(account, RecentFailures())
         counter.inc()
+        failures.add(endpoint, error)
+
+    def failures(self, account: str) -> Failures:
+        with self._lock:
+            failures = self._failures.get(account)
+        return failures.snapshot() if failures is not None else Failures()
 
     def remove(self, name: str) -> None:
         """Withdraw every series of an account that is no longer polled."""
         with self._lock:
             errors = self._errors.pop(name, set())
+            self._failures.pop(name, None)
         for labels in errors:
             self.errors.remove(name, *labels)
         for endpoint in ENDPOINTS:
@@ -133,6 +146,10 @@ class AccountMetrics:
     def reject(self, error: ApiError) -> None:
         # Only a listing is ever rejected as a whole.
         self._metrics.count_error(self.account, LIST, error)
+
+    def failures(self) -> Failures:
+        """The account's last failed requests and its failures by code, for the status page."""
+        return self._metrics.failures(self.account)
 
     def sweep_ended(self, ok: bool) -> None:
         self._metrics.sweeps.labels(self.account).inc()

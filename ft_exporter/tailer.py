@@ -22,7 +22,14 @@ from datetime import tzinfo
 from types import MappingProxyType
 from typing import Protocol
 
-from ft_exporter.client import LOGS, MAX_LOG_LINES_PER_REQUEST, ApiError, Cancelled, LogPage
+from ft_exporter.client import (
+    LOGS,
+    MAX_LOG_LINES_PER_REQUEST,
+    SWEEP_TIMEOUT,
+    ApiError,
+    Cancelled,
+    LogPage,
+)
 from ft_exporter.logs import FailureLog, crash_key
 from ft_exporter.model import Job, Snapshot, Training
 from ft_exporter.trainlog import classify, line_time
@@ -227,6 +234,10 @@ class LogTailer:
         try:
             self._read_new_lines(job, tail, now)
         except ApiError as err:
+            if err.code == SWEEP_TIMEOUT:  # no request made: stop, as _check_window does
+                raise _StopReading(
+                    "the sweep deadline (--poll.sweep-timeout) was reached"
+                ) from None
             self._failures.failed(
                 (err.code, err.http_status),
                 "training log not read, keeping its last values: %s",

@@ -23,6 +23,8 @@ if [ "$fast" -eq 0 ]; then
     need_apt=()
     command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
     command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+    # The status page in a real headless browser (tests/test_statuspage_browser.py).
+    command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
     if [ ${#need_apt[@]} -gt 0 ]; then
         echo "==> installing Debian packages: ${need_apt[*]}"
         sudo_cmd=""

@@ -179,6 +179,24 @@ def test_listen_addresses(text: str, pair: tuple[str, int]) -> None:
             "argument --poll.full-sweep-interval: not a duration: 'inf' (use e.g. 30s, 1m30s, 15m)",
         ),
         (
+            ["--dashscope.burst-requests=0"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "--dashscope.burst-requests must be between 1 and 1000, got 0",
+        ),
+        (
+            [],
+            {
+                "DASHSCOPE_API_KEY": KEY,
+                "FT_EXPORTER_DASHSCOPE_BURST_REQUESTS": "99999999999999999999",
+            },
+            "argument --dashscope.burst-requests: not a whole number: '99999999999999999999'",
+        ),
+        (
+            [],
+            {"DASHSCOPE_API_KEY": KEY, "FT_EXPORTER_DASHSCOPE_BURST_REQUESTS": "-3"},
+            "--dashscope.burst-requests must be between 1 and 1000, got -3",
+        ),
+        (
             ["--logs.max-lines-per-sweep=0"],
             {"DASHSCOPE_API_KEY": KEY},
             "--logs.max-lines-per-sweep must be between 1 and 100000, got 0",

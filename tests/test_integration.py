@@ -296,7 +296,7 @@ def test_endpoints_and_graceful_shutdown(
     exp = start(exporter_factory, simulator, "--web.telemetry-path=/probe")
     status, body = http_get(exp.url + "/")
     assert status == 200
-    assert b'<a href="/probe">' in body
+    assert b'<a href="./probe">' in body
     assert http_get(exp.url + "/-/healthy") == (200, b"Healthy\n")
     assert http_get(exp.url + "/-/ready") == (200, b"Ready\n")
     assert http_get(exp.url + "/metrics")[0] == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from email.utils import formatdate
 from typing import Any
 
@@ -238,3 +239,132 @@ def test_backoff_bounds() -> None:
     assert policy.backoff(3, rng=lambda: 1.0) == 4
     assert policy.backoff(10, rng=lambda: 1.0) == 5
     assert policy.backoff(10, rng=lambda: 0.0) == 0
+
+
+def pages_of_one(
+    total: int, ft: FakeTime | None = None, seconds: float = 0.0, announce: bool = True
+) -> None:
+    """``total`` pages of one job each (``announce``: with ``total`` in the answers); every
+    answer takes ``seconds`` of fake time."""
+    for n in range(1, total + 1):
+        output: dict[str, Any] = {"jobs": [{"job_id": f"ft-{n}"}]}
+        if announce:
+            output["total"] = total
+        body = {"output": output}
+
+        def answer(_: Any, body: dict[str, Any] = body) -> tuple[int, dict[str, str], str]:
+            if ft is not None:
+                ft.now += seconds
+            return 200, {}, json.dumps(body)
+
+        responses.add_callback(responses.GET, URL, callback=answer)
+
+
+@responses.activate
+def test_the_sweep_deadline_is_checked_before_every_request() -> None:
+    """A slow API: each page takes 20 s; no request starts after the 50 s deadline."""
+    ft = FakeTime()
+    pages_of_one(5, ft, seconds=20)
+    with pytest.raises(ApiError) as caught:
+        client(ft, page_size=1, sweep_timeout=50).sweep()
+    assert caught.value.code == "SweepTimeout"
+    assert str(caught.value) == (
+        "SweepTimeout: the sweep's deadline (--poll.sweep-timeout=50s) came before its next request"
+    )
+    assert len(responses.calls) == 3  # started at 0, 20 and 40 s; the 4th would start at 60 s
+    assert ft.now == 1060.0  # over the deadline by one request's time, no more
+
+
+@responses.activate
+def test_no_rate_limit_wait_crosses_the_deadline_and_no_token_is_lost() -> None:
+    ft = FakeTime()
+    pages_of_one(5, announce=False)  # no total: nothing tells the sweep it cannot fit
+    c = client(ft, page_size=1, sweep_timeout=1.2, max_requests_per_second=2)
+    with pytest.raises(ApiError) as caught:
+        c.sweep()
+    assert caught.value.code == "SweepTimeout"
+    # Requests at 0, 0.5 and 1.0 s; the next would start at 1.5 s, past the 1.2 s deadline,
+    # so it is neither waited for nor made.
+    assert len(responses.calls) == 3
+    assert ft.waits == [0.5, 0.5]
+    # The token it did not use is still there: the next sweep's first request waits no longer.
+    ft.now += 0.5
+    assert c._bucket is not None and c._bucket.reserve() == 0.0
+
+
+@pytest.mark.parametrize(("takes", "calls", "ok"), [(9.0, 2, True), (11.0, 1, False)])
+@responses.activate
+def test_an_error_inside_the_deadline_is_retried_one_after_it_is_not(
+    takes: float, calls: int, ok: bool
+) -> None:
+    ft = FakeTime()
+
+    def failing(_: Any) -> tuple[int, dict[str, str], str]:
+        ft.now += takes
+        return 503, {}, ""
+
+    responses.add_callback(responses.GET, URL, callback=failing)
+    responses.add(responses.GET, URL, json=OK_BODY)
+    c = client(
+        ft, retry=RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=0.5), sweep_timeout=10
+    )
+    if ok:
+        assert [job.job_id for job in c.sweep().jobs] == ["ft-1"]
+    else:
+        with pytest.raises(ApiError) as caught:
+            c.sweep()
+        assert (caught.value.code, caught.value.http_status) == ("InvalidResponse", "503")
+    assert len(responses.calls) == calls
+
+
+@pytest.mark.parametrize(("sweep_timeout", "requests"), [(4.0, 1), (4.5, 10)])
+@responses.activate
+def test_a_full_sweep_that_cannot_fit_its_deadline_says_so_after_page_one(
+    sweep_timeout: float, requests: int
+) -> None:
+    """999 jobs at 100 a page are 10 requests: 9 after the first take 4.5 s at 2 a second."""
+    for n in range(10):
+        jobs = [{"job_id": f"ft-{n}-{i}"} for i in range(100 if n < 9 else 99)]
+        responses.add(responses.GET, URL, json={"output": {"total": 999, "jobs": jobs}})
+    ft = FakeTime()
+    c = client(ft, sweep_timeout=sweep_timeout, max_requests_per_second=2)
+    if requests == 10:
+        assert len(c.sweep().jobs) == 999
+    else:
+        with pytest.raises(ApiError) as caught:
+            c.sweep()
+        assert str(caught.value) == (
+            "SweepTimeout: a full sweep of 999 jobs needs 10 requests at "
+            "--dashscope.page-size=100, about 4s at --dashscope.max-requests-per-second=2: "
+            "more than --poll.sweep-timeout=4s allows; raise the timeout or the rate "
+            "(poll_sweep_timeout, max_requests_per_second in a config file)"
+        )
+    assert len(responses.calls) == requests
+
+
+@responses.activate
+def test_a_burst_goes_at_once_then_the_rate_holds() -> None:
+    pages_of_one(8, announce=False)
+    responses.add(responses.GET, URL, json={"output": {"jobs": []}})
+    ft = FakeTime()
+    c = client(ft, page_size=1, max_requests_per_second=2, burst=5)
+    assert len(c.sweep().jobs) == 8  # 9 requests: the list ends on an empty page
+    assert ft.waits == [0.5, 0.5, 0.5, 0.5]  # 5 at once, then one every 0.5 s
+
+
+def test_the_bucket_never_holds_more_than_its_burst() -> None:
+    ft = FakeTime()
+    bucket = TokenBucket(2, burst=5, monotonic=ft.monotonic)
+    ft.now += 3600  # an hour's quiet earns 5 tokens, not 7200
+    assert [bucket.reserve() for _ in range(7)] == [0, 0, 0, 0, 0, 0.5, 1.0]
+    assert bucket.time_for(3) == 2.5  # the 3 after those: 1.5, 2.0 and 2.5 s from now
+
+
+def test_reserve_within_takes_no_token_it_cannot_use_in_time() -> None:
+    ft = FakeTime()
+    bucket = TokenBucket(2, monotonic=ft.monotonic)
+    assert bucket.reserve_within(0.0) == 0.0
+    assert bucket.reserve_within(0.4) is None  # the next token is 0.5 s away
+    assert bucket.reserve_within(0.5) == 0.5
+    ft.now += 1.0
+    assert bucket.reserve_within(0.0) == 0.0  # nothing owed for the refused reservation

@@ -21,7 +21,7 @@ from conftest import UTC8, Recorder
 from ft_exporter.client import ApiError, FineTuneClient, LogPage
 from ft_exporter.model import Snapshot, Training
 from ft_exporter.poller import Poller
-from ft_exporter.retry import RetryPolicy
+from ft_exporter.retry import RetryPolicy, TokenBucket
 from ft_exporter.secret import Secret
 from ft_exporter.tailer import KEEP_FINISHED, LogTailer
 
@@ -339,10 +339,37 @@ def test_no_log_request_once_the_sweep_deadline_has_passed() -> None:
     api = FakeAPI()
     api.job("ft-late")
     rig = Rig()
-    rig.client.sweep_timeout = -1.0  # the list's own requests go ahead; its deadline is past
-    snapshot = rig.sweep()
+    listed = rig.client.sweep()
+    rig.client.sweep_timeout = -1.0  # the list was read; the deadline passes before the logs
+    with rig.client.sweep_window():
+        snapshot = rig.tailer.follow(listed)
     assert [j.job_id for j in snapshot.jobs] == ["ft-late"]
     assert api.log_requests == []
+
+
+@responses.activate
+def test_a_deadline_reached_while_pacing_stops_the_log_reads_without_a_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = FakeAPI()
+    for n in range(3):
+        api.job(f"ft-{n}")
+    rig = Rig()
+    listed = rig.client.sweep()
+    # The rate limit would make the first log read wait 10 s; 5 s of the sweep are left.
+    rig.client._bucket = TokenBucket(0.1, monotonic=lambda: 0.0)
+    rig.client._bucket.reserve()
+    rig.client.sweep_timeout = 5.0
+    with caplog.at_level(logging.WARNING), rig.client.sweep_window():
+        snapshot = rig.tailer.follow(listed)
+    assert api.log_requests == []
+    assert [t.log_lines for t in snapshot.training.values()] == [0, 0, 0]
+    # One line, for the sweep: not one "training log not read" per job.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "training logs not all read in this sweep: "
+        "the sweep deadline (--poll.sweep-timeout) was reached"
+    ]
 
 
 @responses.activate

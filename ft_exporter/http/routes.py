@@ -8,9 +8,9 @@ hostile: negotiation never raises and never reflects a client's text into a head
 from __future__ import annotations
 
 import gzip
-import html
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -18,6 +18,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.openmetrics import exposition as om
 
 from ft_exporter import __version__
+from ft_exporter.http import statuspage
+from ft_exporter.http.statuspage import StatusUnit
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +113,6 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return best.get("*", 0.0) > 0
 
 
-LANDING = """<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>DashScope fine-tune exporter</title></head>
-<body>
-<h1>DashScope fine-tune exporter</h1>
-<p>Prometheus metrics for Alibaba Cloud Model Studio fine-tune jobs. Version {version}.</p>
-<ul>
-<li><a href="{metrics}">Metrics</a></li>
-<li><a href="/-/healthy">Health</a> (the process is alive)</li>
-<li><a href="/-/ready">Readiness</a> (a sweep has completed)</li>
-</ul>
-</body>
-</html>
-"""
-
-
 class Routes:
     """Maps a request to its response; safe to call from several threads at once."""
 
@@ -136,8 +122,14 @@ class Routes:
         ready: Callable[[], bool],
         telemetry_path: str = "/metrics",
         reload: Callable[[], str | None] | None = None,
+        units: Callable[[], Sequence[StatusUnit]] = tuple,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = registry
+        #: The accounts the status page shows (``/``), and the time it is rendered at.
+        self.units = units
+        self.clock = clock
+        self._links = statuspage.Links(telemetry_path, statuspage.alerts_url())
         self.ready = ready
         #: Reads the configuration again; returns None, or why nothing changed.
         self.reload = reload
@@ -155,10 +147,7 @@ class Routes:
         if path == self.telemetry_path:
             return self.metrics(request)
         if path == "/":
-            page = LANDING.format(
-                version=html.escape(__version__), metrics=html.escape(self.telemetry_path)
-            )
-            return Response(200, page.encode(), HTML)
+            return self.status(request)
         if path == "/-/healthy":
             return Response(200, b"Healthy\n")
         if path == "/-/ready":
@@ -166,6 +155,15 @@ class Routes:
                 return Response(200, b"Ready\n")
             return Response(503, b"Not ready: no sweep has completed yet\n")
         return Response(404, b"Not found\n")
+
+    def status(self, request: Request) -> Response:
+        """The status page: every account's quota, jobs and API health (see statuspage)."""
+        page = statuspage.render(self.units(), self.clock(), version=__version__, links=self._links)
+        headers = [*statuspage.HEADERS, ("Vary", "Accept-Encoding")]
+        if len(page) >= MIN_GZIP_BYTES and accepts_gzip(request.header("accept-encoding")):
+            page = gzip.compress(page, compresslevel=5)
+            headers.append(("Content-Encoding", "gzip"))
+        return Response(200, page, HTML, headers)
 
     def _reload(self, request: Request) -> Response:
         """POST only, as Prometheus' own /-/reload (a GET from a crawler must change nothing)."""

@@ -33,7 +33,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -45,6 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ft_exporter import __version__
 from ft_exporter.http.routes import Request, Response, Routes
+from ft_exporter.http.statuspage import StatusUnit
 from ft_exporter.webconfig import REALM, BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
@@ -229,8 +230,9 @@ class ExporterHTTPServer:
         auth_exempt: Collection[str] = (),
         limits: Limits | None = None,
         reload: Callable[[], str | None] | None = None,
+        units: Callable[[], Sequence[StatusUnit]] = tuple,
     ) -> None:
-        self.routes = Routes(registry, ready, telemetry_path, reload)
+        self.routes = Routes(registry, ready, telemetry_path, reload, units)
         self.web = web or WebConfig()
         self.auth = BasicAuth(self.web.users) if self.web.users else None
         self.auth_exempt = frozenset(auth_exempt)
