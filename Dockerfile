@@ -12,15 +12,20 @@ ARG PYTHON_IMAGE=python:3.13.5-slim-bookworm
 # Must equal ft_exporter.__version__ (the build fails otherwise); used for the image label.
 # scripts/sync_deploy.py keeps it, and EXPOSE below, in step with the package.
 ARG VERSION=0.1.0
+# The git commit built, for --version, build_info and the image label; "unknown" without:
+#   docker build --build-arg REVISION="$(git rev-parse HEAD)" -t ft-exporter .
+ARG REVISION=""
 
 FROM ${PYTHON_IMAGE} AS build
 ARG VERSION
+ARG REVISION
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY ft_exporter/ ft_exporter/
 # The wheels of the exporter and its dependencies, then a pip-less virtualenv built from them
-# with no index access. The wheel's name proves the label version is the package version.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
+# with no index access. The wheel's name proves the label version is the package version;
+# setup.py stamps REVISION into the wheel (the context has no .git to read it from).
+RUN FT_EXPORTER_REVISION="${REVISION}" pip wheel --no-cache-dir --wheel-dir /wheels . \
     && test -f "/wheels/ft_exporter-${VERSION}-py3-none-any.whl" \
     && python -m venv --without-pip /opt/ft-exporter \
     && pip --python /opt/ft-exporter/bin/python install --no-cache-dir --no-index \
@@ -28,11 +33,13 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION
+ARG REVISION
 # The repository URL is known to whoever builds: docker build --build-arg SOURCE_URL=... .
 ARG SOURCE_URL=""
 LABEL org.opencontainers.image.title="ft-exporter" \
       org.opencontainers.image.description="Prometheus exporter for Alibaba Cloud Model Studio (DashScope) fine-tune jobs" \
       org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="${SOURCE_URL}"
 COPY --from=build /opt/ft-exporter /opt/ft-exporter

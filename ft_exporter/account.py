@@ -176,6 +176,10 @@ class Account:
         with self.client.sweep_window():
             return self.tailer.follow(self.client.sweep(self.spec.models))
 
+    def sweep_once(self) -> Snapshot:
+        """One sweep on the caller's thread, its ApiError raised (``ft-exporter check``)."""
+        return self._sweep()
+
     def start(self) -> None:
         self.poller.start()
 

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.gc_collector import GCCollector
@@ -26,6 +27,9 @@ from ft_exporter.keyfile import KeyFile
 from ft_exporter.reload import Reloader, ReloadError
 from ft_exporter.secret import KeySource, Secret
 from ft_exporter.selfmetrics import SelfMetrics
+
+if TYPE_CHECKING:
+    from ft_exporter.simulator import SimulatorServer
 
 log = logging.getLogger("ft_exporter")
 
@@ -87,6 +91,25 @@ def describe_accounts(cfg: config.Config, specs: Sequence[AccountSpec]) -> str:
     )
 
 
+def start_demo(cfg: config.Config) -> tuple[config.Config, SimulatorServer | None]:
+    """Under --demo: the simulator started, and the configuration pointed at it."""
+    if not cfg.demo:
+        return cfg, None
+    from ft_exporter import simulator as sim
+
+    demo_key = "sk-demo-" + secrets.token_hex(8)
+    simulator = sim.serve(key=demo_key, tz=cfg.timezone)
+    return replace(cfg, api_key=Secret(demo_key), base_url=simulator.url), simulator
+
+
+def key_source_of(cfg: config.Config, redact: logs.RedactFilter) -> KeySource:
+    """The key of the flags' account: a file followed for rotation, or the variable's."""
+    if cfg.api_key_file:
+        # A rotated key is redacted from the log before it is first used.
+        return KeyFile(cfg.api_key_file, cfg.api_key, on_change=redact.add)
+    return cfg.api_key
+
+
 def check_config_command(argv: Sequence[str]) -> int:
     """``ft-exporter check-config FILE [FLAGS]``: validate, print, start nothing."""
     if not argv or argv[0].startswith("-"):
@@ -111,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["check-config"]:
         return check_config_command(args[1:])
+    if args[:1] == ["check"]:
+        from ft_exporter import check
+
+        return check.command(args[1:])
     # Until logging is set up a hangup is dropped silently; after that, logged (below).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
@@ -119,19 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ft-exporter: error: {exc}", file=sys.stderr)
         return 2
 
-    simulator = None
-    if cfg.demo:
-        from ft_exporter import simulator as sim
-
-        demo_key = "sk-demo-" + secrets.token_hex(8)
-        simulator = sim.serve(key=demo_key, tz=cfg.timezone)
-        cfg = replace(cfg, api_key=Secret(demo_key), base_url=simulator.url)
+    cfg, simulator = start_demo(cfg)
     redact = logs.setup(cfg.log_level, cfg.log_format, [cfg.api_key.reveal()])
     signal.signal(signal.SIGHUP, _ignore_hangup)
-    keys: KeySource = cfg.api_key
-    if cfg.api_key_file:
-        # A rotated key is redacted from the log before it is first used.
-        keys = KeyFile(cfg.api_key_file, cfg.api_key, on_change=redact.add)
+    keys = key_source_of(cfg, redact)
     for warning in cfg.web.warnings:
         log.warning("--web.config.file %s: %s", cfg.web_config_file, warning)
 

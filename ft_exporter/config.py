@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, NoReturn
 
-from ft_exporter import __version__, keyfile, sharding, webconfig
+from ft_exporter import keyfile, sharding, webconfig
 from ft_exporter.client import normalise_base_url
 from ft_exporter.collector import DEFAULT_MAX_AGGREGATE_SERIES, QuotaRule
 from ft_exporter.model import DOCUMENTED_STATUSES, normalise_status, parse_timezone
 from ft_exporter.secret import Secret
 from ft_exporter.tailer import DEFAULT_MAX_JOBS, DEFAULT_MAX_LINES
+from ft_exporter.version import version_text
 
 #: Not in /etc/services (IANA) nor in Prometheus' default port allocations; see the README.
 DEFAULT_PORT = 11550
@@ -266,6 +267,30 @@ class _Flag:
     help: str
     default: str | None = None
     kind: Callable[[str], Any] = str
+    #: The value's name in --help when its parser does not say it (see _metavar).
+    metavar: str = ""
+    #: The only values it takes, listed in --help (load() checks them).
+    choices: tuple[str, ...] = ()
+
+
+def _metavar(flag: _Flag) -> str:
+    """What --help calls the flag's value: its choices, else named after its parser."""
+    if flag.choices:
+        return "{" + ",".join(flag.choices) + "}"
+    if flag.metavar:
+        return flag.metavar
+    by_kind: dict[Callable[[str], Any], str] = {
+        parse_duration: "DURATION",
+        parse_count: "N",
+        float: "NUMBER",
+        parse_listen_address: "ADDRESS",
+        normalise_base_url: "URL",
+        parse_timezone: "ZONE",
+        parse_quota_statuses: "STATUSES",
+    }
+    if flag.kind in by_kind:
+        return by_kind[flag.kind]
+    return "FILE" if flag.name.endswith("file") else "TEXT"
 
 
 _FLAGS: tuple[_Flag, ...] = (
@@ -281,6 +306,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "FT_EXPORTER_WEB_TELEMETRY_PATH",
         "path under which metrics are served",
         "/metrics",
+        metavar="PATH",
     ),
     _Flag(
         "web.config.file",
@@ -349,12 +375,14 @@ _FLAGS: tuple[_Flag, ...] = (
         "dashscope.workspace",
         "FT_EXPORTER_DASHSCOPE_WORKSPACE",
         "workspace id sent as X-DashScope-WorkSpace (default: the key's default workspace)",
+        metavar="ID",
     ),
     _Flag(
         "dashscope.model",
         MODELS_ENV,
         "only list jobs of this model; repeat the flag (or comma-separate the variable) "
         "for several; default: all jobs",
+        metavar="MODEL",
     ),
     _Flag(
         "dashscope.page-size",
@@ -410,6 +438,7 @@ _FLAGS: tuple[_Flag, ...] = (
         "FT_EXPORTER_DASHSCOPE_ACCOUNT",
         "value of the 'account' label on every series",
         "default",
+        metavar="NAME",
     ),
     _Flag(
         "poll.interval",
@@ -486,8 +515,20 @@ _FLAGS: tuple[_Flag, ...] = (
         str(DEFAULT_MAX_LINES),
         parse_count,
     ),
-    _Flag("log.level", "FT_EXPORTER_LOG_LEVEL", "one of " + ", ".join(LOG_LEVELS), "info"),
-    _Flag("log.format", "FT_EXPORTER_LOG_FORMAT", "one of " + ", ".join(LOG_FORMATS), "logfmt"),
+    _Flag(
+        "log.level",
+        "FT_EXPORTER_LOG_LEVEL",
+        "least severe log level written",
+        "info",
+        choices=LOG_LEVELS,
+    ),
+    _Flag(
+        "log.format",
+        "FT_EXPORTER_LOG_FORMAT",
+        "format of the log lines",
+        "logfmt",
+        choices=LOG_FORMATS,
+    ),
 )
 
 
@@ -554,6 +595,31 @@ def _typed(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
+class _PrintVersion(argparse.Action):
+    """--version as exporters print it, its lines kept (argparse's own action reflows them)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str = "") -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        print(version_text())
+        parser.exit(0)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown only where there is one: no "(default: None)" or "(default: False)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+USAGE = """ft-exporter [FLAGS]
+       ft-exporter check [--output {table,json}] [FLAGS]
+       ft-exporter check-config FILE [FLAGS]"""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but every error is one line and exit code 2."""
 
@@ -564,9 +630,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ft-exporter",
+        usage=USAGE,
         description="Prometheus exporter for Alibaba Cloud Model Studio (DashScope) "
-        "fine-tune jobs. Every flag can also be set by the environment variable shown.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "fine-tune jobs. Every flag can also be set by the environment variable shown. "
+        "`check` sweeps every account once, prints what it saw and exits (0 ok, 1 API "
+        "error, 2 bad configuration); `check-config` validates a --config.file.",
+        formatter_class=_HelpFormatter,
     )
     for flag in _FLAGS:
         raw = env.get(flag.env, flag.default)
@@ -579,6 +648,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                 action="append",
                 type=_typed(str),
                 default=None,
+                metavar=_metavar(flag),
                 help=help_text,
             )
             parser.set_defaults(env_models=models)
@@ -588,6 +658,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             dest=_dest(flag),
             default=raw,
             type=_typed(flag.kind),
+            metavar=_metavar(flag),
             help=help_text,
         )
     for flag in _SWITCHES:
@@ -598,7 +669,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             action="store_true",
             help=f"{flag.help} [env {flag.env}=true]",
         )
-    parser.add_argument("--version", action="version", version=f"ft-exporter {__version__}")
+    parser.add_argument(
+        "--version", action=_PrintVersion, help="print the version, revision and platform"
+    )
     parser.epilog = (
         f"The API key is read from ${API_KEY_ENV} or --dashscope.api-key-file; "
         "it never appears in logs or metrics."

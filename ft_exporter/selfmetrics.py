@@ -17,6 +17,7 @@ from ft_exporter.client import (
     ApiError,
 )
 from ft_exporter.failures import Failures, RecentFailures
+from ft_exporter.version import revision
 
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -68,11 +69,12 @@ class SelfMetrics:
         )
         build = Gauge(
             "dashscope_finetune_exporter_build_info",
-            "Build of ft-exporter; value is always 1.",
-            ["version"],
+            "Build of ft-exporter (version, and the git commit it was built from or "
+            "'unknown'); value is always 1.",
+            ["version", "revision"],
             registry=registry,
         )
-        build.labels(__version__).set(1)
+        build.labels(__version__, revision()).set(1)
         self.shard_accounts = Gauge(
             "dashscope_finetune_shard_accounts",
             "Accounts this exporter polls: its shard of --config.file's accounts (1 without).",

@@ -17,8 +17,8 @@ if [ ! -x .venv/bin/python ]; then
     echo "no .venv: run ./scripts/test.sh first" >&2
     exit 2
 fi
-echo "==> installing mutmut (the test extra)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "==> installing mutmut (the dev extra)"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
 
 # A fresh run: results cached from other sources or tests would not be this tree's.
 rm -rf mutants

@@ -48,7 +48,7 @@ EOF
 }
 if [ "$fast" -eq 0 ] || ! installed; then
     echo "==> installing the package with its test dependencies"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
 fi
 
 echo "==> ruff"

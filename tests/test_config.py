@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import platform
+import re
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import readme_section, run_cli
 
 from ft_exporter import __version__, config
+from ft_exporter.client import normalise_base_url
 from ft_exporter.config import ConfigError, load, parse_duration, parse_listen_address
+from ft_exporter.model import parse_timezone
 
 KEY = "sk-config-test-SECRET-4242"
 
@@ -231,7 +237,14 @@ def test_empty_key_file(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_version_and_help() -> None:
     version = run_cli("--version")
-    assert (version.returncode, version.stdout.strip()) == (0, f"ft-exporter {__version__}")
+    assert version.returncode == 0
+    # prometheus/common's version.Print, in Python's terms; this install is editable.
+    assert re.fullmatch(
+        rf"ft-exporter, version {re.escape(__version__)} \(revision: unknown\)\n"
+        r"  python version:   3\.\d+\.\d+\S* \((CPython|PyPy)\)\n"
+        rf"  platform:         {sys.platform}/{platform.machine()}\n",
+        version.stdout,
+    ), version.stdout
     helptext = run_cli("--help")
     assert helptext.returncode == 0
     for flag in (
@@ -293,3 +306,69 @@ def test_the_full_sweep_interval_flag_and_variable(
 ) -> None:
     cfg = load(args, {"DASHSCOPE_API_KEY": KEY, **env})
     assert cfg.full_sweep_interval == seconds
+
+
+#: What --help calls each flag's value; a new flag gets its name from its parser.
+METAVARS = {
+    "--web.listen-address": "ADDRESS",
+    "--web.telemetry-path": "PATH",
+    "--web.config.file": "FILE",
+    "--web.read-header-timeout": "DURATION",
+    "--config.file": "FILE",
+    "--shard": "N",
+    "--dashscope.base-url": "URL",
+    "--dashscope.api-key-file": "FILE",
+    "--dashscope.workspace": "ID",
+    "--dashscope.model": "MODEL",
+    "--dashscope.page-size": "N",
+    "--dashscope.max-requests-per-second": "NUMBER",
+    "--dashscope.timezone": "ZONE",
+    "--dashscope.account": "NAME",
+    "--poll.interval": "DURATION",
+    "--quota.statuses": "STATUSES",
+    "--log.level": "{debug,info,warn,error}",
+    "--log.format": "{logfmt,json}",
+}
+
+
+@pytest.mark.e2e
+def test_help_names_every_value_lists_choices_and_shows_no_empty_default() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    text = result.stdout
+    options = dict(re.findall(r"^  (--[a-z][a-z.-]+)(?: (\S+))?", text, re.MULTILINE))
+    switches = {"--version"} | {f"--{flag.name}" for flag in config._SWITCHES}
+    assert set(options) >= switches | set(METAVARS)
+    for flag, metavar in options.items():
+        if flag in switches:
+            assert metavar == "", flag
+        else:
+            # A word naming the value, or the choices: never argparse's WEB_LISTEN_ADDRESS.
+            assert re.fullmatch(r"[A-Z]+|\{[a-z,]+\}", metavar), (flag, metavar)
+    assert {flag: options[flag] for flag in METAVARS} == METAVARS
+    assert "default: None" not in text
+    assert "default: False" not in text
+    assert "(default: 10s)" in text  # real defaults are still shown
+    assert text.startswith(
+        "usage: ft-exporter [FLAGS]\n"
+        "       ft-exporter check [--output {table,json}] [FLAGS]\n"
+        "       ft-exporter check-config FILE [FLAGS]\n"
+    )
+
+
+def test_a_new_flag_is_named_after_its_parser() -> None:
+    """Flags added to the table later need no metavar of their own."""
+
+    def named(kind: Any, name: str = "new.flag") -> str:
+        return config._metavar(config._Flag(name, "NEW_FLAG", "help", kind=kind))
+
+    assert named(config.parse_duration) == "DURATION"
+    assert named(config.parse_count) == "N"
+    assert named(float) == "NUMBER"
+    assert named(config.parse_listen_address) == "ADDRESS"
+    assert named(normalise_base_url) == "URL"
+    assert named(parse_timezone) == "ZONE"
+    assert named(str, "new.thing-file") == "FILE"
+    assert named(str) == "TEXT"
+    choices = config._Flag("new.flag", "NEW_FLAG", "help", choices=("a", "b"))
+    assert config._metavar(choices) == "{a,b}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +18,9 @@ from conftest import IN_CI, ROOT, Exporter, Process, free_port, http_get, listen
 
 from ft_exporter import __version__
 from ft_exporter.config import DEFAULT_PORT
+
+#: What a `docker build --build-arg REVISION=...` would pass: a commit hash.
+REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.mark.e2e
@@ -100,7 +104,7 @@ def test_dockerignore_keeps_tests_caches_and_secrets_out() -> None:
     assert "ft_exporter/cli.py" in sent
     for path in sent:
         top = path.split("/")[0]
-        assert top in ("pyproject.toml", "README.md", "ft_exporter"), path
+        assert top in ("pyproject.toml", "setup.py", "README.md", "ft_exporter"), path
         assert "__pycache__" not in path, path
         assert not path.endswith((".pyc", ".pyo")), path
     # The matcher itself, on paths that may not exist in this checkout:
@@ -156,6 +160,25 @@ def test_oci_labels_name_version_licence_and_source() -> None:
     assert 'test -f "/wheels/ft_exporter-${VERSION}-py3-none-any.whl"' in build_runs
 
 
+def test_the_revision_build_argument_reaches_the_wheel_and_the_label() -> None:
+    """``--build-arg REVISION=...``: stamped by setup.py in the build stage (its context has
+    no .git), and the final image's org.opencontainers.image.revision."""
+    df = deployfiles.parse_dockerfile()
+    assert df.global_args["REVISION"] == ""
+    for stage in df.stages:
+        declared = [i.value[0] for i in stage.all("ARG")]
+        assert "REVISION" in declared, f"stage {stage.name} does not declare ARG REVISION"
+    build = df.stage("build")
+    (wheel_run,) = [i for i in build.all("RUN") if "pip wheel" in " ".join(i.value)]
+    assert " ".join(wheel_run.value).startswith('FT_EXPORTER_REVISION="${REVISION}" pip wheel')
+    copied = {src for ins in build.all("COPY") for src in ins.value[:-1]}
+    assert "setup.py" in copied, "the build hook that stamps the revision"
+    labels: dict[str, str] = {}
+    for ins in df.final.all("LABEL"):
+        labels.update(deployfiles.pairs(ins))
+    assert labels["org.opencontainers.image.revision"] == "${REVISION}"
+
+
 def _healthcheck_argv() -> list[str]:
     (check,) = deployfiles.parse_dockerfile().final.all("HEALTHCHECK")
     assert check.json
@@ -204,7 +227,9 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> Non
     wheels = tmp_path / "wheels"
     # 2. pip wheel: the exporter's wheel and those of its dependencies.
     wheel_args = ["wheel", "--no-cache-dir", "--wheel-dir", str(wheels), "."]
-    built = deployfiles.run([*pip, *wheel_args], timeout=240, cwd=context)
+    # As the Dockerfile passes --build-arg REVISION: the context has no .git to read.
+    stamped = {**os.environ, "FT_EXPORTER_REVISION": REVISION}
+    built = deployfiles.run([*pip, *wheel_args], timeout=240, cwd=context, env=stamped)
     assert built.returncode == 0, built.stderr
     wheel = wheels / f"ft_exporter-{__version__}-py3-none-any.whl"
     assert wheel.exists(), sorted(p.name for p in wheels.iterdir())
@@ -233,7 +258,9 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> Non
     # 4. The console script runs from there, not from this checkout.
     version = deployfiles.run([str(exe), "--version"], cwd=tmp_path)
     assert version.returncode == 0, version.stderr
-    assert version.stdout.strip() == f"ft-exporter {__version__}"
+    assert version.stdout.splitlines()[0] == (
+        f"ft-exporter, version {__version__} (revision: {REVISION})"
+    )
     helped = deployfiles.run([str(exe), "--help"], cwd=tmp_path)
     assert helped.returncode == 0, helped.stderr
     assert "--dashscope.api-key-file" in helped.stdout
@@ -255,6 +282,11 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> Non
         status, body = http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         assert b'dashscope_finetune_up{account="default"} 1.0' in body
+        build_info = (
+            f'dashscope_finetune_exporter_build_info{{revision="{REVISION}",'
+            f'version="{__version__}"}} 1.0'
+        )
+        assert build_info.encode() in body
     finally:
         proc.stop()
 

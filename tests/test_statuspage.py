@@ -342,6 +342,15 @@ def test_alerts_url_comes_from_the_package_metadata(monkeypatch: pytest.MonkeyPa
     assert statuspage.alerts_url() == "https://example.org/ft-exporter#the-alerts"
     monkeypatch.setattr(importlib.metadata, "metadata", lambda _name: Message())
     assert statuspage.alerts_url() == ""
+    placeholder = Message()
+    placeholder["Project-URL"] = "Source, https://ft-exporter.invalid/source"
+    monkeypatch.setattr(importlib.metadata, "metadata", lambda _name: placeholder)
+    assert statuspage.alerts_url() == ""  # a placeholder host is no link
+
+
+def test_the_shipped_metadata_gives_no_dead_alerts_link() -> None:
+    url = statuspage.alerts_url()
+    assert ".invalid" not in url
 
 
 def test_recent_failures_keep_the_last_ten_newest_first_and_count_all() -> None:

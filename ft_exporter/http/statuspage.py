@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from ft_exporter.collector import CollectorSettings, is_stale
 from ft_exporter.failures import Failures
@@ -84,7 +85,8 @@ class Links:
 
 def alerts_url() -> str:
     """The README's section on alerts in the project's repository, from the package's
-    metadata (``Project-URL``); empty when the package names no repository."""
+    metadata (``Project-URL``); empty when the package names no repository (or only a
+    placeholder)."""
     try:
         urls = metadata.metadata("ft-exporter").get_all("Project-URL") or []
     except metadata.PackageNotFoundError:
@@ -93,7 +95,9 @@ def alerts_url() -> str:
     for entry in urls:
         label, _, url = entry.partition(",")
         url = url.strip()
-        if url.startswith("https://"):
+        host = urlsplit(url).hostname or ""
+        # A .invalid host (RFC 2606) is a placeholder: a dead link helps no one.
+        if url.startswith("https://") and host and not host.endswith(".invalid"):
             found[label.strip().lower()] = url.rstrip("/")
     for label in ("repository", "source", "source code", "homepage"):
         if label in found:
