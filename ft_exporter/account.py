@@ -43,6 +43,7 @@ class AccountSpec:
     max_attempts: int = 4
     burst_requests: int = 20
     sweep_timeout: float = 60.0
+    full_sweep_interval: float = 600.0
     ca_file: str = ""
     poll_interval: float = 60.0
     log_max_jobs: int = DEFAULT_MAX_JOBS
@@ -74,6 +75,7 @@ def spec_of(settings: AccountSettings, keys: KeySource) -> AccountSpec:
         max_attempts=settings.max_attempts,
         burst_requests=settings.burst_requests,
         sweep_timeout=settings.sweep_timeout,
+        full_sweep_interval=settings.full_sweep_interval,
         ca_file=settings.ca_file,
         poll_interval=settings.poll_interval,
         log_max_jobs=settings.log_max_jobs,
@@ -130,6 +132,7 @@ class Account:
             max_requests_per_second=spec.max_requests_per_second,
             burst=spec.burst_requests,
             sweep_timeout=spec.sweep_timeout,
+            full_sweep_interval=spec.full_sweep_interval,
             ca_file=spec.ca_file or None,
             stop=self._stop,
         )

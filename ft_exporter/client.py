@@ -26,7 +26,17 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager, ProxyManager
 
 from ft_exporter import __version__
-from ft_exporter.model import Job, JobParseError, Snapshot, parse_job
+from ft_exporter.listing import (
+    Fallback,
+    FullRead,
+    IncrementalRead,
+    Listing,
+    ListingCache,
+    Reader,
+    Rejected,
+    merge,
+)
+from ft_exporter.model import Snapshot
 from ft_exporter.retry import RetryPolicy, TokenBucket, is_retryable, parse_retry_after
 from ft_exporter.secret import KeySource, Secret
 
@@ -62,10 +72,6 @@ DEFAULT_BURST = 20
 
 #: A page of 100 jobs is tens of kilobytes; anything near this is not a page.
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-#: However large an account, a sweep never requests more pages than this.
-HARD_PAGE_CAP = 1000
-#: Consecutive pages without a new job_id after which a list is deemed to repeat.
-MAX_STALE_PAGES = 3
 _MAX_CODE_LENGTH = 64
 _T = TypeVar("_T")
 
@@ -397,7 +403,7 @@ class _DeadlineAdapter(HTTPAdapter):
 
 # pragma: no mutate end
 class FineTuneClient:
-    """Lists fine-tune jobs, one keep-alive session, every page of every sweep."""
+    """Lists fine-tune jobs over one keep-alive session, reading the pages that can have changed."""
 
     # Session set-up, requests, retries, pacing and body reading: transport again, which
     # the end-to-end tests cover. Listing and classifying answers (below) are mutated.
@@ -423,6 +429,7 @@ class FineTuneClient:
         wait: Callable[[float], bool] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         clock: Callable[[], float] = time.time,
+        full_sweep_interval: float = 600.0,
     ) -> None:
         self.base_url = normalise_base_url(base_url)
         # Asked before every request: a key file may have been rotated since the last one.
@@ -448,6 +455,8 @@ class FineTuneClient:
         #: Retry-After, per endpoint: a throttled log read must not stop the next list sweep.
         self._not_before: dict[str, float] = {}
         self._malformed_logged: dict[str, int] = {}
+        #: Each listing as the last sweep read it; a full sweep at least this often.
+        self._listings = ListingCache(full_sweep_interval)
         self.session = session or requests.Session()
         adapter = _DeadlineAdapter()
         self.session.mount("http://", adapter)
@@ -652,86 +661,82 @@ class FineTuneClient:
     def sweep(self, models: Iterable[str] = ()) -> Snapshot:
         """List every job (once per model filter, or once unfiltered), de-duplicated by job_id.
 
-        Any failed request fails the whole sweep: a partial list would publish
-        wrong counts, which is worse than stale ones.
+        Each listing is read in full or only as far as can have changed (see
+        :mod:`ft_exporter.listing`); the snapshot is the same either way. Any failed
+        request fails the whole sweep: a partial list would publish wrong counts,
+        which is worse than stale ones.
         """
         wait = self.throttled_for(LIST)
         if wait > 0:
             raise ApiError(
                 "Throttling", f"honouring Retry-After: no request for another {wait:.0f}s", "429"
             )
-        jobs: dict[str, Job] = {}
-        malformed = 0
         filters: list[str | None] = [*models] or [None]
+        self._listings.keep_only(filters)
         with self.sweep_window():
-            for model in filters:
-                malformed += self._sweep_one(model, jobs)
-        return Snapshot(jobs=tuple(jobs.values()), taken_at=self._clock(), malformed_jobs=malformed)
+            listings = [self._sweep_one(model) for model in filters]
+        return Snapshot(
+            jobs=merge(listings),
+            taken_at=self._clock(),
+            malformed_jobs=sum(listing.malformed for listing in listings),
+        )
 
-    def _sweep_one(self, model: str | None, jobs: dict[str, Job]) -> int:
-        """Walk the pages of one listing until a short or empty page.
-
-        ``total`` only sizes the page cap and checks the result: a listing whose
-        job count disagrees with the total it announced (jobs created or deleted
-        mid-sweep, or a lying API) is not published; the next sweep tries again.
-        """
-        seen: set[str] = set()
-        malformed = 0
-        page_no = 1
-        cap = HARD_PAGE_CAP
-        stale_pages = 0
-        total: int | None = None
-        request_id = ""
+    def _sweep_one(self, model: str | None) -> Listing:
+        """One listing: only its changes when the cache allows, else (or then) every page."""
         where = f"model={model or '*'}"
-        while True:
-            if page_no > cap:
-                raise self._rejected(
-                    f"page cap of {cap} pages hit before the list ended ({where}, "
-                    f"{len(seen)} jobs seen)",
-                    request_id,
-                )
-            page = self.fetch_page(page_no, model)
-            request_id = page.request_id
-            if page.total is not None:
-                total = page.total
-                # Enough pages for the announced total, plus slack for jobs created
-                # mid-sweep; never more than the hard cap.
-                cap = min(HARD_PAGE_CAP, max(math.ceil(total / self.page_size) + 5, page_no + 1))
-                if page_no == 1:
-                    self.check_sweep_fits(math.ceil(total / self.page_size) - 1, total)
-            if not page.jobs:
-                break
-            before = len(seen)
-            for raw in page.jobs:
-                try:
-                    job = parse_job(raw, self.tz)
-                except JobParseError as exc:
-                    malformed += 1
-                    log.debug("skipping malformed job on page %d: %s", page_no, exc)
-                    continue
-                seen.add(job.job_id)
-                jobs[job.job_id] = job
-            # Pages shift when jobs are created mid-sweep, so one page of known jobs
-            # is normal; several in a row means the API repeats itself.
-            stale_pages = stale_pages + 1 if len(seen) == before else 0
-            if stale_pages >= MAX_STALE_PAGES:
-                raise self._rejected(
-                    f"{stale_pages} pages in a row brought no new job ({where}, page {page_no})",
-                    page.request_id,
-                )
-            if len(page.jobs) < self.page_size:
-                break  # a full page, even one that reaches the total, may not be the last
-            page_no += 1
-        if total is not None and len(seen) + malformed != total:
-            raise self._rejected(
-                f"the list announced total={total} but held {len(seen) + malformed} jobs ({where})",
-                request_id,
+        base = self._listings.base_for(model, self._monotonic())
+        listing: Listing | None = None
+        if base is not None:
+            incremental = IncrementalRead(base, self.page_size, self.tz, where)
+            listing = self._read(incremental, model)
+            if listing is not None:
+                self._listings.worked(model)
+            elif incremental.fallback is not None:
+                self._explain(model, where, incremental.fallback)
+        elif self._listings.due(model, self._monotonic()):
+            log.debug("full sweep of %s: --poll.full-sweep-interval has passed", where)
+        if listing is None:
+            full = FullRead(
+                self.page_size, self.tz, where, self._monotonic(), self._listings.get(model)
             )
-        if malformed != self._malformed_logged.get(where, 0):
+            listing = self._read(full, model)
+            if listing.blocked is not None:
+                self._explain(model, where, listing.blocked)
+        self._listings.store(model, listing)
+        if listing.malformed != self._malformed_logged.get(where, 0):
             # Logged when the count changes, not on every sweep.
-            log.warning("%d malformed job(s) in the list skipped (%s)", malformed, where)
-            self._malformed_logged[where] = malformed
-        return malformed
+            log.warning("%d malformed job(s) in the list skipped (%s)", listing.malformed, where)
+            self._malformed_logged[where] = listing.malformed
+        return listing
+
+    def _read(self, reader: Reader[_T], model: str | None) -> _T:
+        """Fetch the pages ``reader`` asks for; a listing it rejects is an InvalidResponse."""
+        request_id = ""
+        try:
+            while (page_no := reader.next_page()) is not None:
+                page = self.fetch_page(page_no, model)
+                request_id = page.request_id
+                reader.add(page.jobs, page.total)
+                if page_no == 1 and isinstance(reader, FullRead) and reader.total is not None:
+                    # What the rest of a full sweep costs is known now: fail at once if
+                    # it cannot fit the deadline (an incremental read may need 1 page).
+                    pages = math.ceil(reader.total / self.page_size)
+                    self.check_sweep_fits(pages - 1, reader.total)
+            return reader.finish()
+        except Rejected as exc:
+            raise self._rejected(str(exc), request_id) from None
+
+    def _explain(self, model: str | None, where: str, why: Fallback) -> None:
+        """Say once per reason, until incremental sweeps work again, why every page is read.
+
+        INFO: the snapshot stays exact whatever the reason; only the request count grows.
+        """
+        if self._listings.first_time(model, why.kind):
+            log.info(
+                "reading every page of the job list (%s), not only what changed: %s",
+                where,
+                why.detail,
+            )
 
     def _rejected(self, message: str, request_id: str) -> ApiError:
         """An InvalidResponse for the listing as a whole, counted like a failed request."""

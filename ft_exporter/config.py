@@ -139,6 +139,11 @@ def check_poll_interval(value: float, floor: float = 1.0) -> None:
         raise ValueError(f"must be at least 1s, got {value:g}s")
 
 
+def check_full_sweep_interval(value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"must be 0 (every sweep reads every page) or more, got {value:g}s")
+
+
 def check_positive(value: float) -> None:
     if not value > 0:
         raise ValueError("must be positive")
@@ -211,6 +216,7 @@ class Config:
     burst_requests: int = 20
     ca_file: str = ""
     sweep_timeout: float = 60.0
+    full_sweep_interval: float = 600.0
     timezone: tzinfo = field(default_factory=lambda: parse_timezone("+08:00"))
     account: str = "default"
     poll_interval: float = 60.0
@@ -446,6 +452,14 @@ _FLAGS: tuple[_Flag, ...] = (
         "FT_EXPORTER_POLL_SWEEP_TIMEOUT",
         "deadline for a whole sweep, retries included",
         "60s",
+        parse_duration,
+    ),
+    _Flag(
+        "poll.full-sweep-interval",
+        "FT_EXPORTER_POLL_FULL_SWEEP_INTERVAL",
+        "read every page at least this often; sweeps in between read only what can have "
+        "changed (0: every sweep reads every page)",
+        "10m",
         parse_duration,
     ),
     _Flag(
@@ -715,6 +729,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     _check("dashscope.max-attempts", check_max_attempts, args.dashscope_max_attempts)
     _check("dashscope.burst-requests", check_burst_requests, args.dashscope_burst_requests)
     _check("poll.sweep-timeout", check_positive, args.poll_sweep_timeout)
+    _check("poll.full-sweep-interval", check_full_sweep_interval, args.poll_full_sweep_interval)
     if args.dashscope_ca_file and not os.access(args.dashscope_ca_file, os.R_OK):
         raise ConfigError(f"cannot read --dashscope.ca-file {args.dashscope_ca_file!r}")
     _check("quota.limit", check_quota_limit, args.quota_limit)
@@ -790,6 +805,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         burst_requests=args.dashscope_burst_requests,
         ca_file=args.dashscope_ca_file or "",
         sweep_timeout=args.poll_sweep_timeout,
+        full_sweep_interval=args.poll_full_sweep_interval,
         timezone=args.dashscope_timezone,
         account=args.dashscope_account.strip(),
         poll_interval=_poll_interval(args, argv_list, environ),

@@ -35,6 +35,7 @@ $DASHSCOPE_API_KEY                     api_key_env (a variable name)  api_key_en
 --dashscope.timezone                   timezone                       timezone
 --poll.interval                        poll_interval                  poll_interval
 --poll.sweep-timeout                   poll_sweep_timeout             sweep_timeout
+--poll.full-sweep-interval             poll_full_sweep_interval       full_sweep_interval
 --poll.max-staleness                   poll_max_staleness             max_staleness
 --quota.limit                          quota_limit                    quota_limit
 --quota.statuses                       quota_statuses                 quota
@@ -129,6 +130,7 @@ class AccountSettings:
     max_aggregate_series: int
     log_max_jobs: int
     log_max_lines: int
+    full_sweep_interval: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +296,11 @@ _FIELDS: dict[str, tuple[str, Callable[[object], Any], *tuple[Callable[[Any], No
     "timezone": ("timezone", _timezone),
     "poll_interval": ("poll_interval", _duration),  # its floor is a parameter of load()
     "poll_sweep_timeout": ("sweep_timeout", _duration, config.check_positive),
+    "poll_full_sweep_interval": (
+        "full_sweep_interval",
+        _duration,
+        config.check_full_sweep_interval,
+    ),
     "poll_max_staleness": ("max_staleness", _duration, config.check_positive),
     "quota_limit": ("quota_limit", _count, config.check_quota_limit),
     "quota_statuses": ("quota", _quota_rule),
@@ -327,6 +334,7 @@ def base_from_config(cfg: config.Config) -> AccountSettings:
         quota=cfg.quota,
         poll_interval=cfg.poll_interval,
         sweep_timeout=cfg.sweep_timeout,
+        full_sweep_interval=cfg.full_sweep_interval,
         max_staleness=cfg.max_staleness,
         timeout=cfg.timeout,
         max_requests_per_second=cfg.max_requests_per_second,

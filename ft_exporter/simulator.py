@@ -18,6 +18,11 @@ switch faults on and off through a small control API under ``/_sim/``:
   adds SUCCEEDED jobs until that many jobs count against the limit
 - ``POST /_sim/logs``    ``{"job_id": "...", "lines": [...]}`` appends lines to a job's log
   (a job added with ``/_sim/jobs`` has an empty log until then)
+- ``PATCH /_sim/jobs/<job_id>``  ``{"fields": {"status": "SUCCEEDED", ...}}`` sets fields of
+  the job as listed (for good: a timeline job keeps them whatever its timeline says);
+  ``{"created": 1730192033.0}`` moves it to that place in the list, which is sorted by
+  it, newest first (a job added through ``/_sim/jobs`` is placed by when it was added)
+- ``DELETE /_sim/jobs/<job_id>``  deletes the job, as ``DELETE /fine-tunes/{id}`` does
 
 A job of the timeline (``demo`` and the problem scenarios) writes a training log while it
 runs, as a function of time: see :func:`training_log`.
@@ -82,6 +87,8 @@ FAULT_MODES = (
     "bad_utf8",  # 200 whose body is not valid UTF-8
 )
 HUGE_BYTES = 50 * 1024 * 1024
+#: The control API's path of one job (``PATCH``, ``DELETE``), its id percent-encoded.
+SIM_JOB_PATH = "/_sim/jobs/"
 FAULT_ENDPOINTS = ("list", "logs", "all")
 SCENARIOS = ("demo", "static", "empty", "hostile", "sprawl", "diverging", "stalled", "overfitting")
 
@@ -738,6 +745,26 @@ class SimulatedAccount:
             job.appended.extend(LogLine(now, line) for line in lines)
             return len(job.log_at(now, self.tz))
 
+    def patch_job(self, job_id: str, fields: dict[str, Any], created: float | None) -> bool:
+        """Sets listed fields of a job and, with ``created``, its place; False if unknown."""
+        with self._lock:
+            job = self._job(job_id)
+            if job is None:
+                return False
+            (job.fixed if job.fixed is not None else job.extra).update(fields)
+            if created is not None:
+                job.created = created
+            return True
+
+    def delete_job(self, job_id: str) -> bool:
+        """Deletes a job (it leaves the list); False if unknown."""
+        with self._lock:
+            job = self._job(job_id)
+            if job is None:
+                return False
+            self.jobs.remove(job)
+            return True
+
     def take_fault(self, endpoint: str) -> Fault:
         """The fault for this request to ``endpoint`` (``list``, ``logs``), counting it down."""
         with self._lock:
@@ -1087,12 +1114,41 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"total": total})
 
     def do_DELETE(self) -> None:
-        if urlsplit(self.path).path == "/_sim/fault":
+        path = urlsplit(self.path).path
+        if path == "/_sim/fault":
             with self.server.account._lock:
                 self.server.account.fault = Fault()
             self._json(200, {"fault": "none"})
+        elif path.startswith(SIM_JOB_PATH):
+            job_id = unquote(path[len(SIM_JOB_PATH) :])
+            if self.server.account.delete_job(job_id):
+                self._json(200, {"deleted": job_id})
+            else:
+                self._json(404, {"error": f"no job {job_id!r}"})
         else:
             self._json(404, {"error": "no such control endpoint"})
+
+    def do_PATCH(self) -> None:
+        path = urlsplit(self.path).path
+        if not path.startswith(SIM_JOB_PATH):
+            self._json(404, {"error": "no such control endpoint"})
+            return
+        job_id = unquote(path[len(SIM_JOB_PATH) :])
+        try:
+            body = self._body()
+        except ValueError:
+            body = None
+        fields = body.get("fields", {}) if isinstance(body, dict) else None
+        created = body.get("created") if isinstance(body, dict) else None
+        if not isinstance(fields, dict) or not (
+            created is None or (isinstance(created, int | float) and not isinstance(created, bool))
+        ):
+            self._json(400, {"error": "expected {fields: {...}, created: seconds}"})
+            return
+        if self.server.account.patch_job(job_id, fields, created):
+            self._json(200, {"patched": job_id})
+        else:
+            self._json(404, {"error": f"no job {job_id!r}"})
 
 
 def serve(

@@ -111,19 +111,30 @@ def test_total_larger_than_the_list_is_invalid_response() -> None:
 
 @responses.activate
 def test_total_smaller_than_the_list_is_invalid_response() -> None:
+    # Page 1 already holds more than the total: the sweep stops there and rejects it.
     add_page(page([job(1), job(2)], 1), 1)
     add_page(page([job(3)], 1, 2), 2)
     with pytest.raises(ApiError) as info:
         make_client().sweep()
-    assert info.value.message == "the list announced total=1 but held 3 jobs (model=*)"
+    assert info.value.message == "the list announced total=1 but held 2 jobs (model=*)"
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_a_full_last_page_that_reaches_the_total_ends_the_sweep() -> None:
+    """ceil(total / page_size) requests: no extra empty page when total fills the pages."""
+    add_page(page([job(1), job(2)], 4), 1)
+    add_page(page([job(3), job(4)], 4, 2), 2)
+    add_page(page([], 4, 3), 3)
+    assert len(make_client().sweep().jobs) == 4
     assert len(responses.calls) == 2
 
 
 @responses.activate
-def test_full_last_page_is_confirmed_by_an_empty_one() -> None:
-    add_page(page([job(1), job(2)], 4), 1)
-    add_page(page([job(3), job(4)], 4, 2), 2)
-    add_page(page([], 4, 3), 3)
+def test_without_a_total_a_full_last_page_is_confirmed_by_an_empty_one() -> None:
+    add_page(page([job(1), job(2)], None), 1)
+    add_page(page([job(3), job(4)], None, 2), 2)
+    add_page(page([], None, 3), 3)
     assert len(make_client().sweep().jobs) == 4
     assert len(responses.calls) == 3
 
@@ -155,7 +166,7 @@ def test_total_shrinking_mid_sweep_is_followed() -> None:
     add_page(page([], 4, 3), 3)
     snap = make_client().sweep()
     assert len(snap.jobs) == 4
-    assert len(responses.calls) == 3
+    assert len(responses.calls) == 2  # page 2's total is reached on page 2
 
 
 @responses.activate
@@ -175,7 +186,7 @@ def test_repeating_page_is_invalid_response_not_an_endless_loop() -> None:
 
 @responses.activate
 def test_page_cap_bounds_a_list_that_never_ends(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ft_exporter.client.HARD_PAGE_CAP", 4)
+    monkeypatch.setattr("ft_exporter.listing.HARD_PAGE_CAP", 4)
     for n in range(1, 8):
         add_page(page([job(2 * n), job(2 * n + 1)], None, n), n)
     with pytest.raises(ApiError) as info:
@@ -246,7 +257,11 @@ def test_request_headers_and_timeout() -> None:
 
 
 def test_one_session_one_connection_for_every_page_and_sweep() -> None:
-    """Keep-alive: three sweeps of three pages each go over one TCP connection."""
+    """Keep-alive: three sweeps of three pages each go over one TCP connection.
+
+    Three full sweeps: the static scenario is out of create_time order and holds a
+    malformed entry, so no sweep of it is incremental.
+    """
     sim = simulator.serve(key=KEY, scenario="static")
     try:
         client = FineTuneClient(sim.url, Secret(KEY), page_size=7, tz=UTC8)
@@ -636,6 +651,7 @@ def test_malformed_jobs_add_up_across_filters_and_are_logged_on_change(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="ft_exporter.client")
+    caplog.set_level(logging.DEBUG, logger="ft_exporter.listing")
     for model in ("m1", "m2"):
         add_page(page([{"job_id": ""}, job(1 if model == "m1" else 2)], None), 1, model=model)
         add_page(page([], None, 2), 2, model=model)
@@ -702,19 +718,21 @@ def test_a_total_that_disagrees_counts_malformed_jobs_too() -> None:
 @pytest.mark.parametrize(
     ("announce", "cap"),
     [
-        # total=5 at 2 a page: 3 pages, plus 5 of slack.
-        ({1: 5}, 8),
+        # total=14 at 2 a page: 7 pages, plus 5 of slack.
+        ({1: 14}, 12),
         # A total announced late still allows the next page.
-        ({10: 2}, 11),
+        ({20: 23}, 21),
     ],
 )
 def test_the_page_cap_follows_the_announced_total(announce: dict[int, int], cap: int) -> None:
+    # Each page after the first brings one new job (and ft-0001 again), so the jobs seen
+    # stay short of the total and only the cap ends the sweep.
     for n in range(1, cap + 2):
-        add_page(page([job(2 * n), job(2 * n + 1)], announce.get(n), n), n)
+        add_page(page([job(1), job(n + 1)], announce.get(n), n), n)
     with pytest.raises(ApiError) as caught:
         make_client().sweep()
     assert (caught.value.message, caught.value.request_id) == (
-        f"page cap of {cap} pages hit before the list ended (model=*, {2 * cap} jobs seen)",
+        f"page cap of {cap} pages hit before the list ended (model=*, {cap + 1} jobs seen)",
         f"rid-{cap}",
     )
     assert len(responses.calls) == cap

@@ -169,6 +169,22 @@ def test_listen_addresses(text: str, pair: tuple[str, int]) -> None:
             "argument --logs.max-jobs: not a whole number: 'twenty'",
         ),
         (
+            ["--poll.full-sweep-interval=-1"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "--poll.full-sweep-interval must be 0 (every sweep reads every page) or more, got -1s",
+        ),
+        (
+            [],
+            {"DASHSCOPE_API_KEY": KEY, "FT_EXPORTER_POLL_FULL_SWEEP_INTERVAL": "often"},
+            "argument --poll.full-sweep-interval: not a duration: 'often' "
+            "(use e.g. 30s, 1m30s, 15m)",
+        ),
+        (
+            ["--poll.full-sweep-interval=inf"],
+            {"DASHSCOPE_API_KEY": KEY},
+            "argument --poll.full-sweep-interval: not a duration: 'inf' (use e.g. 30s, 1m30s, 15m)",
+        ),
+        (
             ["--dashscope.burst-requests=0"],
             {"DASHSCOPE_API_KEY": KEY},
             "--dashscope.burst-requests must be between 1 and 1000, got 0",
@@ -273,6 +289,23 @@ def test_demo_sweeps_every_10s_unless_told_otherwise() -> None:
     assert config.load(["--demo", "--poll.interval=30s"], {}).poll_interval == 30.0
     assert config.load(["--demo"], {"FT_EXPORTER_POLL_INTERVAL": "2m"}).poll_interval == 120.0
     assert config.load([], {"DASHSCOPE_API_KEY": KEY}).poll_interval == 60.0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "seconds"),
+    [
+        ([], {}, 600.0),
+        (["--poll.full-sweep-interval=0"], {}, 0.0),
+        (["--poll.full-sweep-interval=1h30m"], {}, 5400.0),
+        ([], {"FT_EXPORTER_POLL_FULL_SWEEP_INTERVAL": "90s"}, 90.0),
+        (["--poll.full-sweep-interval=2m"], {"FT_EXPORTER_POLL_FULL_SWEEP_INTERVAL": "90s"}, 120.0),
+    ],
+)
+def test_the_full_sweep_interval_flag_and_variable(
+    args: list[str], env: dict[str, str], seconds: float
+) -> None:
+    cfg = load(args, {"DASHSCOPE_API_KEY": KEY, **env})
+    assert cfg.full_sweep_interval == seconds
 
 
 #: What --help calls each flag's value; a new flag gets its name from its parser.

@@ -147,6 +147,7 @@ ca_file: {ca}
 timezone: Asia/Shanghai
 poll_interval: 90
 poll_sweep_timeout: 45s
+poll_full_sweep_interval: 0
 poll_max_staleness: 2h
 quota_limit: 7
 quota_statuses: running, succeed
@@ -167,6 +168,7 @@ logs_max_lines_per_sweep: 100000
         quota=QuotaRule(counted=frozenset({"RUNNING", "SUCCEEDED"})),
         poll_interval=90.0,
         sweep_timeout=45.0,
+        full_sweep_interval=0.0,
         max_staleness=7200.0,
         timeout=90.0,
         max_requests_per_second=0.5,
@@ -205,6 +207,7 @@ def test_the_flags_give_the_base(tmp_path: Path) -> None:
             "--dashscope.timezone=UTC",
             "--poll.interval=2m",
             "--poll.sweep-timeout=50s",
+            "--poll.full-sweep-interval=30m",
             "--poll.max-staleness=1h",
             "--quota.statuses=RUNNING",
             "--jobs.max-series=9",
@@ -225,6 +228,7 @@ def test_the_flags_give_the_base(tmp_path: Path) -> None:
         quota=QuotaRule(counted=frozenset({"RUNNING"})),
         poll_interval=120.0,
         sweep_timeout=50.0,
+        full_sweep_interval=1800.0,
         max_staleness=3600.0,
         timeout=3.0,
         max_requests_per_second=5.0,
@@ -323,6 +327,12 @@ ACCOUNT = "accounts:\n  - name: a\n    api_key_env: K\n"
         ("timeout", "0s", "must be positive"),
         ("poll_sweep_timeout", "0", "must be positive"),
         ("poll_max_staleness", "-1", "must be positive"),
+        (
+            "poll_full_sweep_interval",
+            "-5",
+            "must be 0 (every sweep reads every page) or more, got -5s",
+        ),
+        ("poll_full_sweep_interval", "soon", "not a duration: 'soon' (use e.g. 30s, 1m30s, 15m)"),
         ("poll_interval", "0.5", "must be at least 1s, got 0.5s"),
         ("poll_interval", ".nan", "not a duration: 'nan' (use e.g. 30s, 1m30s, 15m)"),
         ("max_requests_per_second", "0", "must be positive"),
