@@ -1,0 +1,274 @@
+"""The /metrics body from cached bytes: job metrics rendered once per snapshot, the rest live.
+
+prometheus_client renders every sample of the registry on every scrape, although the
+job metrics change once a sweep; at 1,000 jobs that rendering was nine tenths of a
+scrape's CPU. Here a scrape renders only what changes between scrapes:
+
+- A collector with ``parts()`` (:class:`~ft_exporter.collector.FineTuneCollector`)
+  hands over its families account by account as :class:`~ft_exporter.collector.Part`
+  objects, each the same object until what it was built from changes. Each part is
+  rendered once per format to sample lines, by prometheus_client itself (the part's
+  family rendered alone, its header cut off), and cached under the part. The block
+  for the whole collector (per family name, in the collector's order: one header,
+  then every part's lines) is cached under the tuple of parts, so a scrape whose
+  accounts are all unchanged and fresh reuses it whole; which parts a scrape gets
+  (staleness) is still decided by the collector at scrape time.
+- Every other collector (process, platform, GC, the exporter's own counters, the
+  HTTP server's, the reloader's) is rendered by prometheus_client on every scrape,
+  adjacent collectors in one call, exactly as the registry would.
+
+The bytes are those ``generate_latest(registry)`` gives at the same moment, for the
+text format and OpenMetrics (tests compare them).
+
+gzip: a body is sent as one gzip member (RFC 1952) whose deflate data is its segments
+compressed independently, each ended with a sync flush (byte-aligned, not final),
+then an empty final block; the CRC-32 and length cover the whole body. A deflate
+stream may be cut into blocks anywhere, and a segment compressed from scratch never
+refers back past its start, so the joined stream is valid deflate (pigz joins its
+parallel chunks the same way). The cached block's compressed form is therefore
+cached too, and a scrape compresses only its live segments. One member rather than
+several concatenated members, because some clients (curl, browsers) stop after the
+first member.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as om
+from prometheus_client.registry import Collector
+
+from ft_exporter.collector import Part
+
+#: The compression level of every segment (the level the whole body had before).
+GZIP_LEVEL = 5
+#: A gzip member header: deflate, no flags, no mtime, no extra flags, OS unknown.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+#: An empty final deflate block (fixed Huffman, end-of-block only): ends the stream.
+_FINAL_BLOCK = b"\x03\x00"
+
+
+@dataclass(frozen=True, eq=False)
+class Format:
+    """An exposition format: prometheus_client's encoder and what ends a body."""
+
+    name: str
+    encode: Callable[[Collector], bytes]
+    #: Written once after every family (OpenMetrics' ``# EOF``).
+    trailer: bytes = b""
+
+    def render(self, collector: Collector) -> bytes:
+        """The families of ``collector`` without the trailer."""
+        body = self.encode(collector)
+        if self.trailer:
+            if not body.endswith(self.trailer):
+                raise ValueError(f"{self.name}: the encoder did not end with {self.trailer!r}")
+            body = body[: -len(self.trailer)]
+        return body
+
+
+_om_encode: Callable[[Collector], bytes] = om.generate_latest
+TEXT = Format("text 0.0.4", generate_latest)
+OPENMETRICS = Format("OpenMetrics 1.0.0", _om_encode, b"# EOF\n")
+
+
+@runtime_checkable
+class PartedCollector(Protocol):
+    """A collector that hands over its families unmerged, in parts cached by identity."""
+
+    #: Its family names in the order it yields them.
+    order: tuple[str, ...]
+
+    def parts(self) -> Sequence[Part]: ...
+
+    def collect(self) -> Iterator[object]: ...
+
+
+class ExporterRegistry(CollectorRegistry):
+    """A registry that tells its collectors, in the order it collects them.
+
+    prometheus_client has no public way to list a registry's collectors; the
+    exposition needs them to render some from cache and the rest live, in order.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(auto_describe=True)
+        self._order_lock = threading.Lock()
+        self._ordered: tuple[Collector, ...] = ()
+
+    def register(self, collector: Collector) -> None:
+        super().register(collector)  # raises on a duplicate name: then nothing changes
+        with self._order_lock:
+            self._ordered = (*self._ordered, collector)
+
+    def unregister(self, collector: Collector) -> None:
+        super().unregister(collector)
+        with self._order_lock:
+            self._ordered = tuple(c for c in self._ordered if c is not collector)
+
+    def collectors(self) -> tuple[Collector, ...]:
+        return self._ordered
+
+
+class _Batch(Collector):
+    """Several collectors as one, for one encoder call."""
+
+    def __init__(self, collectors: Sequence[Collector]) -> None:
+        self._collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self._collectors:
+            yield from collector.collect()
+
+
+class _Families(Collector):
+    """Fixed families as a collector."""
+
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+
+
+#: Families whose samples render in order, as one run of lines after the header. Others
+#: (counters, histograms, summaries) may move samples into families of their own
+#: (``_created``, ``_gsum``), which cannot be merged across parts by joining lines.
+_LINE_TYPES = frozenset({"gauge", "unknown"})
+
+
+class Segment:
+    """Part of a body, and its deflate form once asked for (a sync-flushed run of blocks)."""
+
+    __slots__ = ("_deflated", "data")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._deflated: bytes | None = None
+
+    def deflated(self) -> bytes:
+        if self._deflated is None:
+            compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+            self._deflated = compressor.compress(self.data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        return self._deflated
+
+
+@dataclass(frozen=True)
+class Body:
+    """One scrape's body, as segments (cached ones shared between scrapes)."""
+
+    segments: tuple[Segment, ...]
+
+    def __len__(self) -> int:
+        return sum(len(segment.data) for segment in self.segments)
+
+    def joined(self) -> bytes:
+        return b"".join(segment.data for segment in self.segments)
+
+    def gzip(self) -> bytes:
+        """One gzip member: the segments' deflate forms joined, then a final block."""
+        crc = 0
+        size = 0
+        deflated = [_GZIP_HEADER]
+        for segment in self.segments:
+            crc = zlib.crc32(segment.data, crc)
+            size += len(segment.data)
+            deflated.append(segment.deflated())
+        deflated.append(_FINAL_BLOCK)
+        deflated.append(struct.pack("<II", crc, size & 0xFFFFFFFF))
+        return b"".join(deflated)
+
+
+@dataclass(frozen=True)
+class _Block:
+    parts: tuple[Part, ...]
+    segment: Segment
+
+
+class Exposition:
+    """Renders a registry's body per format, reusing what has not changed since."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._lock = threading.Lock()
+        #: Per (collector, format): the block of the latest scrape.
+        self._blocks: dict[tuple[int, Format], _Block] = {}
+        #: Per format: each part's sample lines by family name.
+        self._lines: dict[Format, dict[Part, dict[str, bytes]]] = {TEXT: {}, OPENMETRICS: {}}
+        self._headers: dict[tuple[Format, str, str, str, str], bytes] = {}
+
+    def _collectors(self) -> tuple[Collector, ...]:
+        if isinstance(self._registry, ExporterRegistry):
+            return self._registry.collectors()
+        return (self._registry,)  # any other registry: rendered whole, live
+
+    def render(self, fmt: Format) -> Body:
+        segments: list[Segment] = []
+        live: list[Collector] = []
+        for collector in self._collectors():
+            if isinstance(collector, PartedCollector):
+                if live:
+                    segments.append(Segment(fmt.render(_Batch(live))))
+                    live = []
+                segments.append(self._block(collector, fmt))
+            else:
+                live.append(collector)
+        tail = fmt.render(_Batch(live)) if live else b""
+        if tail or fmt.trailer:
+            segments.append(Segment(tail + fmt.trailer))
+        return Body(tuple(segments))
+
+    def _block(self, collector: PartedCollector, fmt: Format) -> Segment:
+        parts = tuple(collector.parts())
+        key = (id(collector), fmt)
+        with self._lock:
+            block = self._blocks.get(key)
+            if block is not None and block.parts == parts:  # Part compares by identity
+                return block.segment
+            lines = self._lines[fmt]
+            kept = {part: lines.get(part) or self._part_lines(part, fmt) for part in parts}
+            self._lines[fmt] = kept  # parts no longer served (replaced, removed) go
+            out: list[bytes] = []
+            for name in collector.order:
+                first: Metric | None = None
+                chunks: list[bytes] = []
+                for part in parts:
+                    for family in part.families:
+                        if family.name == name:
+                            first = family if first is None else first
+                            chunks.append(kept[part][name])
+                if first is not None:
+                    out.append(self._header(first, fmt))
+                    out.extend(chunks)
+            segment = Segment(b"".join(out))
+            self._blocks[key] = _Block(parts, segment)
+            return segment
+
+    def _part_lines(self, part: Part, fmt: Format) -> dict[str, bytes]:
+        lines: dict[str, bytes] = {}
+        for family in part.families:
+            if family.type not in _LINE_TYPES:
+                raise TypeError(f"{family.name}: a {family.type} cannot be rendered in parts")
+            header = self._header(family, fmt)
+            rendered = fmt.render(_Families([family]))
+            if not rendered.startswith(header):
+                raise ValueError(f"{family.name}: rendered without its header")
+            lines[family.name] = lines.get(family.name, b"") + rendered[len(header) :]
+        return lines
+
+    def _header(self, family: Metric, fmt: Format) -> bytes:
+        """What the encoder writes for the family before its samples (HELP, TYPE, UNIT)."""
+        key = (fmt, family.name, family.documentation, family.type, family.unit)
+        header = self._headers.get(key)
+        if header is None:
+            empty = Metric(family.name, family.documentation, family.type, family.unit)
+            header = self._headers[key] = fmt.render(_Families([empty]))
+        return header
