@@ -9,6 +9,7 @@ values move between two renderings (process, GC).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import logging
 import math
@@ -270,6 +271,11 @@ def test_a_new_snapshot_replaces_the_cached_bytes() -> None:
     second = exp.check()
     assert second != first
     assert 'job_id="ft-0003"' in second.decode()
+    # A failed sweep keeps the snapshot and publishes a new state: up goes to 0.
+    unit.current = dataclasses.replace(unit.current, up=False, last_sweep_duration=9.0)
+    text = exp.check().decode()
+    assert 'dashscope_finetune_up{account="sg"} 0.0' in text
+    assert 'dashscope_finetune_sweep_duration_seconds{account="sg"} 9.0' in text
     lines = exp.routes.exposition._lines
     # Only the parts now served stay cached: the replaced snapshot's went.
     served = set(exp.collector.parts())
