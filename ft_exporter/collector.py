@@ -455,6 +455,21 @@ class Part:
         )
 
 
+def merge(parts: Iterable[Part]) -> list[Metric]:
+    """One family per name, as the exposition format requires: the parts' samples in
+    order, the families in the order their names first appear."""
+    merged: dict[str, Metric] = {}
+    for part in parts:
+        for family in part.families:
+            into = merged.get(family.name)
+            if into is None:
+                into = merged[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
+            into.samples.extend(family.samples)
+    return list(merged.values())
+
+
 class FineTuneCollector(Collector):
     """Custom collector: the job metrics of every account's latest complete sweep.
 
@@ -594,13 +609,5 @@ class FineTuneCollector(Collector):
         return parts
 
     def collect(self) -> Iterator[Metric]:
-        merged: dict[str, Metric] = {}
-        for part in self.parts():
-            for family in part.families:
-                into = merged.get(family.name)
-                if into is None:
-                    into = merged[family.name] = Metric(
-                        family.name, family.documentation, family.type, family.unit
-                    )
-                into.samples.extend(family.samples)
-        yield from sorted(merged.values(), key=lambda family: self.order.index(family.name))
+        merged = merge(self.parts())
+        yield from sorted(merged, key=lambda family: self.order.index(family.name))

@@ -13,13 +13,22 @@ import dataclasses
 import gzip
 import logging
 import math
+import random
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    enable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.registry import Collector
@@ -29,10 +38,12 @@ from ft_exporter.client import LIST, ApiError
 from ft_exporter.collector import CollectorSettings, FineTuneCollector, Part, StateUnit
 from ft_exporter.cost import Prices
 from ft_exporter.http.exposition import (
+    COMBINE_BYTES,
     OPENMETRICS,
     TEXT,
     ExporterRegistry,
     Exposition,
+    crc32_combine,
 )
 from ft_exporter.http.routes import MIN_GZIP_BYTES, Request, Routes
 from ft_exporter.http.server import HttpMetrics
@@ -98,6 +109,16 @@ class Fixed(Collector):
         yield from self.registry.collect()
 
 
+class InPlace(Collector):
+    """A collector that yields one Metric object, changed in place between scrapes."""
+
+    def __init__(self) -> None:
+        self.family = GaugeMetricFamily("in_place", "Changed in place.", labels=["n"])
+
+    def collect(self) -> Iterator[Metric]:
+        yield self.family
+
+
 @dataclass
 class Exporter:
     """A registry wired as cli.main wires it, and the Routes that serve it."""
@@ -109,6 +130,8 @@ class Exporter:
     metrics: SelfMetrics
     collector: FineTuneCollector
     routes: Routes
+    connections: list[int] = field(default_factory=lambda: [0])
+    in_place: InPlace = field(default_factory=lambda: InPlace())
 
     def scrape(self, accept: str = "", encoding: str = "") -> tuple[int, bytes, dict[str, str]]:
         headers = {"accept": accept, "accept-encoding": encoding}
@@ -140,6 +163,7 @@ class Exporter:
 
 def exporter(*units: Unit, prices: Prices | None = None) -> Exporter:
     """cli.main's registry: platform, own counters, the collector, HTTP, reload gauges."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # as cli.build_registry does
     registry = ExporterRegistry()
     PlatformCollector(registry=registry)
     registry.register(Fixed())
@@ -153,10 +177,14 @@ def exporter(*units: Unit, prices: Prices | None = None) -> Exporter:
         lambda: unit_list, clock=lambda: clock[0], prices=lambda: price_list[0]
     )
     registry.register(collector)
-    HttpMetrics(registry, 512, lambda: 3)
+    connections = [3]
+    HttpMetrics(registry, 512, lambda: connections[0])
+    in_place = InPlace()
+    registry.register(in_place)
     Reloader(registry, lambda: None, lambda _: None, clock=lambda: 1234.5)
+    routes = Routes(registry, lambda: True)
     return Exporter(
-        unit_list, price_list, clock, registry, metrics, collector, Routes(registry, lambda: True)
+        unit_list, price_list, clock, registry, metrics, collector, routes, connections, in_place
     )
 
 
@@ -279,8 +307,8 @@ def test_a_new_snapshot_replaces_the_cached_bytes() -> None:
     lines = exp.routes.exposition._lines
     # Only the parts now served stay cached: the replaced snapshot's went.
     served = set(exp.collector.parts())
-    assert set(lines[TEXT]) == served
-    assert set(lines[OPENMETRICS]) == served
+    assert set(lines[id(exp.collector), TEXT]) == served
+    assert set(lines[id(exp.collector), OPENMETRICS]) == served
 
 
 def test_an_account_removed_by_reload_leaves_no_bytes() -> None:
@@ -294,9 +322,14 @@ def test_an_account_removed_by_reload_leaves_no_bytes() -> None:
     assert 'account="keep"' in text
 
 
-def test_own_counters_change_between_scrapes() -> None:
+def test_the_live_part_changes_between_scrapes() -> None:
     exp = exporter(account("sg", job(1)))
     exp.check()
+    exp.connections[0] = 17
+    exp.in_place.family.add_metric(["5"], 1.0)
+    text = exp.check().decode()
+    assert "dashscope_finetune_exporter_http_open_connections 17.0" in text
+    assert 'in_place{n="5"} 1.0' in text  # the same Metric object, a sample more
     metrics = exp.metrics.account("sg")
     metrics.observe(LIST, 0.2, ApiError("Throttling", "slow down", "429"))
     text = exp.check().decode()
@@ -339,13 +372,20 @@ def test_each_part_is_rendered_once_per_snapshot(monkeypatch: pytest.MonkeyPatch
     for _ in range(3):
         exp.scrape()
         exp.scrape(encoding="gzip")
-    # Two accounts, each a job-state part and a status part, rendered once.
-    assert sorted(rendered) == sorted(
-        ["dashscope_finetune_jobs", "dashscope_finetune_quota_limit_jobs"] * 2
-    )
+    # Two accounts, each its job-state, status and own-counter parts, rendered once.
+    once = ["dashscope_finetune_jobs", "dashscope_finetune_quota_limit_jobs"]
+    once.append("dashscope_finetune_api_requests")
+    assert sorted(rendered) == sorted(once * 2)
+    rendered.clear()
     unit.current = state(job(1, "FAILED"))
     exp.scrape()
-    assert len(rendered) == 6  # only the account whose sweep published a new snapshot
+    # Only the account whose sweep published a new snapshot and state.
+    assert sorted(rendered) == once[:2]
+    rendered.clear()
+    exp.metrics.account("bj").observe(LIST, 0.1, None)
+    exp.scrape()
+    exp.scrape()
+    assert rendered == ["dashscope_finetune_api_requests"]  # only bj's own counters
 
 
 class Broken(Collector):
@@ -376,3 +416,45 @@ def test_a_render_failure_answers_500_and_is_logged_once(
                 response = routes(Request("GET", "/metrics", {"accept-encoding": encoding}))
                 assert (response.status, response.body) == (500, b"Error rendering metrics\n")
         assert [r.getMessage() for r in caplog.records] == ["rendering metrics failed"]
+
+
+def test_created_series_are_rendered_live_and_still_equal() -> None:
+    """With *_created series the text format moves samples: no joining of lines then."""
+    enable_created_metrics()  # type: ignore[no-untyped-call]
+    try:
+        registry = ExporterRegistry()
+        metrics = SelfMetrics(registry)
+        metrics.account("sg").observe(LIST, 0.1, None)
+        metrics.account("bj")
+        exp = Exporter(
+            [],
+            [None],
+            [NOW],
+            registry,
+            metrics,
+            FineTuneCollector(lambda: []),
+            Routes(registry, lambda: True),
+        )
+        text = exp.check().decode()
+        assert "# TYPE dashscope_finetune_api_requests_created gauge" in text
+    finally:
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [(0, 0), (0, 7), (7, 0), (1, 1), (1000, 300_000), (5, 1 << 20)]
+)
+def test_crc32_combine_equals_the_crc_of_the_joined_bytes(first: int, second: int) -> None:
+    rng = random.Random(first * 7 + second)
+    a, b = rng.randbytes(first), rng.randbytes(second)
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+def test_a_hundred_accounts_body_past_the_combine_threshold() -> None:
+    units = [account(f"acct-{n:03d}", *hostile_api_jobs()) for n in range(100)]
+    exp = exporter(*units, prices=Prices("CNY", {}, 1.0))
+    assert len(exp.check()) > 2 * COMBINE_BYTES
+    units[50].current = state(job(1, "FAILED"))  # one account's new sweep
+    exp.metrics.account("acct-007").sweep_ended(False)
+    text = exp.check().decode()
+    assert 'dashscope_finetune_sweep_failures_total{account="acct-007"} 1.0' in text

@@ -14,8 +14,10 @@ scrape's CPU. Here a scrape renders only what changes between scrapes:
   accounts are all unchanged and fresh reuses it whole; which parts a scrape gets
   (staleness) is still decided by the collector at scrape time.
 - Every other collector (process, platform, GC, the exporter's own counters, the
-  HTTP server's, the reloader's) is rendered by prometheus_client on every scrape,
-  adjacent collectors in one call, exactly as the registry would.
+  HTTP server's, the reloader's) is collected on every scrape, and each family
+  rendered by prometheus_client unless it equals its previous collection. The
+  exporter's own counters are per account parts too (selfmetrics.py), each a new
+  object only once the account made a request.
 
 The bytes are those ``generate_latest(registry)`` gives at the same moment, for the
 text format and OpenMetrics (tests compare them).
@@ -36,7 +38,7 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -50,6 +52,8 @@ from ft_exporter.collector import Part
 
 #: The compression level of every segment (the level the whole body had before).
 GZIP_LEVEL = 5
+#: Most live families remembered (the exporter has a few dozen).
+MAX_MEMO = 4096
 #: A gzip member header: deflate, no flags, no mtime, no extra flags, OS unknown.
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 #: An empty final deflate block (fixed Huffman, end-of-block only): ends the stream.
@@ -89,7 +93,7 @@ class PartedCollector(Protocol):
 
     def parts(self) -> Sequence[Part]: ...
 
-    def collect(self) -> Iterator[object]: ...
+    def collect(self) -> Iterable[Metric]: ...
 
 
 class ExporterRegistry(CollectorRegistry):
@@ -118,17 +122,6 @@ class ExporterRegistry(CollectorRegistry):
         return self._ordered
 
 
-class _Batch(Collector):
-    """Several collectors as one, for one encoder call."""
-
-    def __init__(self, collectors: Sequence[Collector]) -> None:
-        self._collectors = collectors
-
-    def collect(self) -> Iterator[Metric]:
-        for collector in self._collectors:
-            yield from collector.collect()
-
-
 class _Families(Collector):
     """Fixed families as a collector."""
 
@@ -139,26 +132,84 @@ class _Families(Collector):
         yield from self._families
 
 
-#: Families whose samples render in order, as one run of lines after the header. Others
-#: (counters, histograms, summaries) may move samples into families of their own
-#: (``_created``, ``_gsum``), which cannot be merged across parts by joining lines.
-_LINE_TYPES = frozenset({"gauge", "unknown"})
+#: Samples the text encoder moves out of their family into one of its own, after it:
+#: such families cannot be merged across parts by joining lines.
+_MOVED_SUFFIXES = ("_created", "_gsum", "_gcount")
+
+
+class _NotLines(Exception):
+    """A family that does not render as its header and one run of sample lines."""
+
+
+def _gf2_times(matrix: Sequence[int], vector: int) -> int:
+    """A 32x32 matrix over GF(2) (a list of columns) times a 32-bit vector."""
+    total = 0
+    column = 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[column]
+        vector >>= 1
+        column += 1
+    return total
+
+
+def _zero_operators() -> list[list[int]]:
+    """Per k: the operator feeding 2**k zero bytes through a CRC-32 (zlib's crc32_combine)."""
+    operator = [0xEDB88320] + [1 << n for n in range(31)]  # one zero bit
+    for _ in range(3):  # two, four, eight bits: one byte
+        operator = [_gf2_times(operator, column) for column in operator]
+    operators = [operator]
+    for _ in range(40):
+        operator = [_gf2_times(operator, column) for column in operator]
+        operators.append(operator)
+    return operators
+
+
+_ZERO_OPERATORS: list[list[int]] = []
+
+
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """The CRC-32 of A + B from those of A and B (B ``length2`` bytes long), as zlib's
+    crc32_combine, which Python does not expose: a few hundred steps for any length."""
+    if not _ZERO_OPERATORS:
+        _ZERO_OPERATORS.extend(_zero_operators())
+    k = 0
+    while length2:
+        if length2 & 1:
+            crc1 = _gf2_times(_ZERO_OPERATORS[k], crc1)
+        length2 >>= 1
+        k += 1
+    return crc1 ^ crc2
+
+
+#: A segment at least this long is CRC-ed once and combined, instead of once per scrape.
+COMBINE_BYTES = 256 * 1024
 
 
 class Segment:
-    """Part of a body, and its deflate form once asked for (a sync-flushed run of blocks)."""
+    """Part of a body; its deflate form and CRC-32 once asked for (kept with it)."""
 
-    __slots__ = ("_deflated", "data")
+    __slots__ = ("_crc", "_deflated", "data")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self._deflated: bytes | None = None
+        self._crc: int | None = None
 
     def deflated(self) -> bytes:
+        """Its deflate blocks, sync-flushed: byte-aligned, not final, joinable."""
         if self._deflated is None:
             compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
             self._deflated = compressor.compress(self.data) + compressor.flush(zlib.Z_SYNC_FLUSH)
         return self._deflated
+
+    def crc32(self, before: int) -> int:
+        """The CRC-32 of what came before and this segment."""
+        if len(self.data) < COMBINE_BYTES:
+            return zlib.crc32(self.data, before)
+        if self._crc is None:
+            self._crc = zlib.crc32(self.data)
+        return crc32_combine(before, self._crc, len(self.data))
 
 
 @dataclass(frozen=True)
@@ -179,7 +230,7 @@ class Body:
         size = 0
         deflated = [_GZIP_HEADER]
         for segment in self.segments:
-            crc = zlib.crc32(segment.data, crc)
+            crc = segment.crc32(crc)
             size += len(segment.data)
             deflated.append(segment.deflated())
         deflated.append(_FINAL_BLOCK)
@@ -201,30 +252,71 @@ class Exposition:
         self._lock = threading.Lock()
         #: Per (collector, format): the block of the latest scrape.
         self._blocks: dict[tuple[int, Format], _Block] = {}
-        #: Per format: each part's sample lines by family name.
-        self._lines: dict[Format, dict[Part, dict[str, bytes]]] = {TEXT: {}, OPENMETRICS: {}}
+        #: Per (collector, format): each part's sample lines by family name.
+        self._lines: dict[tuple[int, Format], dict[Part, dict[str, bytes]]] = {}
         self._headers: dict[tuple[Format, str, str, str, str], bytes] = {}
+        #: Per (format, family name): a live family as last collected, and its bytes.
+        self._memo: dict[tuple[Format, str], tuple[Metric, bytes]] = {}
+        self._planned: tuple[tuple[Collector, ...], list[PartedCollector | list[Collector]]] | None
+        self._planned = None
 
-    def _collectors(self) -> tuple[Collector, ...]:
+    def _plan(self) -> list[PartedCollector | list[Collector]]:
+        """The collectors in order, runs of live ones grouped; kept until they change."""
         if isinstance(self._registry, ExporterRegistry):
-            return self._registry.collectors()
-        return (self._registry,)  # any other registry: rendered whole, live
+            collectors = self._registry.collectors()
+        else:
+            collectors = (self._registry,)  # any other registry: rendered whole, live
+        planned = self._planned
+        if planned is not None and planned[0] == collectors:  # compared by identity
+            return planned[1]
+        plan: list[PartedCollector | list[Collector]] = []
+        for collector in collectors:
+            if isinstance(collector, PartedCollector):
+                plan.append(collector)
+            elif plan and isinstance(plan[-1], list):
+                plan[-1].append(collector)
+            else:
+                plan.append([collector])
+        self._planned = (collectors, plan)
+        return plan
 
     def render(self, fmt: Format) -> Body:
         segments: list[Segment] = []
-        live: list[Collector] = []
-        for collector in self._collectors():
-            if isinstance(collector, PartedCollector):
-                if live:
-                    segments.append(Segment(fmt.render(_Batch(live))))
-                    live = []
-                segments.append(self._block(collector, fmt))
+        live = False
+        for step in self._plan():
+            live = isinstance(step, list)
+            if isinstance(step, list):
+                segments.append(Segment(self._live(step, fmt)))
             else:
-                live.append(collector)
-        tail = fmt.render(_Batch(live)) if live else b""
-        if tail or fmt.trailer:
-            segments.append(Segment(tail + fmt.trailer))
+                segments.append(self._block(step, fmt))
+        if fmt.trailer:
+            if live:
+                segments[-1] = Segment(segments[-1].data + fmt.trailer)
+            else:
+                segments.append(Segment(fmt.trailer))
         return Body(tuple(segments))
+
+    def _live(self, collectors: Sequence[Collector], fmt: Format) -> bytes:
+        """Collected now; a family equal to its previous collection reuses its bytes.
+
+        Only a new object is compared: a collector that yields the same Metric again
+        may have changed it in place.
+        """
+        out: list[bytes] = []
+        memo = self._memo
+        if len(memo) > MAX_MEMO:
+            memo.clear()  # family names that come and go: not the exporter's own
+        for collector in collectors:
+            for family in collector.collect():
+                key = (fmt, family.name)
+                previous = memo.get(key)
+                if previous is not None and previous[0] is not family and previous[0] == family:
+                    out.append(previous[1])
+                    continue
+                rendered = fmt.render(_Families([family]))
+                memo[key] = (family, rendered)
+                out.append(rendered)
+        return b"".join(out)
 
     def _block(self, collector: PartedCollector, fmt: Format) -> Segment:
         parts = tuple(collector.parts())
@@ -233,9 +325,12 @@ class Exposition:
             block = self._blocks.get(key)
             if block is not None and block.parts == parts:  # Part compares by identity
                 return block.segment
-            lines = self._lines[fmt]
-            kept = {part: lines.get(part) or self._part_lines(part, fmt) for part in parts}
-            self._lines[fmt] = kept  # parts no longer served (replaced, removed) go
+            lines = self._lines.get(key, {})
+            try:
+                kept = {part: lines.get(part) or self._part_lines(part, fmt) for part in parts}
+            except _NotLines:  # *_created series (not disabled): render it whole, live
+                return Segment(fmt.render(collector))
+            self._lines[key] = kept  # parts no longer served (replaced, removed) go
             out: list[bytes] = []
             for name in collector.order:
                 first: Metric | None = None
@@ -255,8 +350,9 @@ class Exposition:
     def _part_lines(self, part: Part, fmt: Format) -> dict[str, bytes]:
         lines: dict[str, bytes] = {}
         for family in part.families:
-            if family.type not in _LINE_TYPES:
-                raise TypeError(f"{family.name}: a {family.type} cannot be rendered in parts")
+            moved = tuple(family.name + suffix for suffix in _MOVED_SUFFIXES)
+            if any(sample.name in moved for sample in family.samples):
+                raise _NotLines(family.name)
             header = self._header(family, fmt)
             rendered = fmt.render(_Families([family]))
             if not rendered.startswith(header):
