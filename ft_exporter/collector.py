@@ -446,13 +446,18 @@ class Part:
     """
 
     families: tuple[Metric, ...]
-    #: What the families were built from, compared by identity (objects never mutated).
-    source: tuple[object, ...]
+    #: What the families were built from (one or two objects never mutated), compared
+    #: by identity.
+    source: tuple[object] | tuple[object, object]
 
-    def built_from(self, *source: object) -> bool:
-        return len(source) == len(self.source) and all(
-            a is b for a, b in zip(source, self.source, strict=True)
-        )
+    def built_from(self, first: object, second: object = None) -> bool:
+        """True when built from these (one or two objects, as in ``source``).
+
+        Called for every account on every scrape: no generator, no zip."""
+        source = self.source
+        if len(source) == 1:
+            return source[0] is first and second is None
+        return len(source) == 2 and source[0] is first and source[1] is second
 
 
 def merge(parts: Iterable[Part]) -> list[Metric]:
