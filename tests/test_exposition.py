@@ -14,12 +14,16 @@ import gzip
 import logging
 import math
 import random
+import subprocess
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC
+from pathlib import Path
 
 import pytest
+from conftest import Exporter as ProcessExporter
+from conftest import Simulator, require_tool
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -30,6 +34,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.registry import Collector
 
@@ -458,3 +463,53 @@ def test_a_hundred_accounts_body_past_the_combine_threshold() -> None:
     exp.metrics.account("acct-007").sweep_ended(False)
     text = exp.check().decode()
     assert 'dashscope_finetune_sweep_failures_total{account="acct-007"} 1.0' in text
+
+
+# -- against the real process ---------------------------------------------------------------
+
+
+def promtool_check(text: bytes) -> None:
+    promtool = require_tool("promtool")
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=30
+    )
+    assert (result.returncode, result.stdout + result.stderr) == (0, b"")
+
+
+@pytest.mark.e2e
+def test_the_real_process_serves_gzip_in_both_formats_that_parses(
+    tmp_path: Path, exporter_factory: Callable[..., ProcessExporter]
+) -> None:
+    """Hostile jobs and a price table, several scrapes (cached and fresh), gzipped: the
+    text passes promtool, OpenMetrics prometheus_client's strict parser."""
+    sim = Simulator(tmp_path, scenario="hostile")
+    config = tmp_path / "accounts.yml"
+    config.write_text(
+        "prices:\n  currency: CNY\n  per_1k_tokens:\n    default: 0.5\naccounts:\n"
+        + "".join(
+            f"  - name: {name}\n    base_url: {sim.url}\n    api_key_env: SIM_KEY\n"
+            for name in ("one", "two")
+        )
+    )
+    try:
+        exp = exporter_factory([f"--config.file={config}"], env={"SIM_KEY": sim.key})
+        for _ in range(3):
+            status, body = exp.get("/metrics", headers={"Accept-Encoding": "gzip"})
+            assert status == 200
+            text = gzip.decompress(body)
+            promtool_check(text)
+            assert text.count(b"# TYPE dashscope_finetune_job_info gauge") == 1
+            assert b'dashscope_finetune_estimated_cost{account="two"' in text
+            status, body = exp.get(
+                "/metrics", headers={"Accept-Encoding": "gzip", "Accept": OM_ACCEPT}
+            )
+            assert status == 200
+            om_text = gzip.decompress(body).decode()
+            assert om_text.endswith("# EOF\n")
+            families = {f.name: f for f in parse_openmetrics(om_text)}  # type: ignore[no-untyped-call]
+            accounts = {
+                s.labels["account"] for s in families["dashscope_finetune_job_info"].samples
+            }
+            assert accounts == {"one", "two"}
+    finally:
+        sim.stop()
