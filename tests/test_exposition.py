@@ -8,6 +8,7 @@ values move between two renderings (process, GC).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import gzip
@@ -15,6 +16,8 @@ import logging
 import math
 import random
 import subprocess
+import threading
+import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,7 +54,7 @@ from ft_exporter.http.exposition import (
     crc32_combine,
 )
 from ft_exporter.http.routes import MIN_GZIP_BYTES, Request, Routes
-from ft_exporter.http.server import HttpMetrics
+from ft_exporter.http.server import ExporterHTTPServer, HttpMetrics
 from ft_exporter.model import ExporterState, Job, JobParseError, Snapshot, Training, parse_job
 from ft_exporter.reload import Reloader
 from ft_exporter.selfmetrics import SelfMetrics
@@ -513,3 +516,40 @@ def test_the_real_process_serves_gzip_in_both_formats_that_parses(
             assert accounts == {"one", "two"}
     finally:
         sim.stop()
+
+
+def test_a_render_in_progress_does_not_hold_up_the_event_loop() -> None:
+    """Routes run on worker threads: while a render waits, health checks are answered."""
+    rendering = threading.Event()
+    release = threading.Event()
+
+    class Slow(Collector):
+        def describe(self) -> Iterator[Metric]:
+            return iter(())
+
+        def collect(self) -> Iterator[Metric]:
+            rendering.set()
+            release.wait(30)
+            yield GaugeMetricFamily("slow", "Slow.", value=1.0)
+
+    registry = ExporterRegistry()
+    registry.register(Slow())
+    server = ExporterHTTPServer(("127.0.0.1", 0), registry, lambda: True)
+    server.serve_in_thread()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            scrape = pool.submit(
+                lambda: urllib.request.urlopen(base + "/metrics", timeout=30).read()
+            )
+            assert rendering.wait(10)
+            with urllib.request.urlopen(base + "/-/healthy", timeout=10) as response:
+                assert response.read() == b"Healthy\n"
+            assert not scrape.done()  # the render still waits, and the loop answered
+            release.set()
+            # The server's own gauges follow, registered after Slow.
+            assert scrape.result(30).startswith(b"# HELP slow Slow.\n# TYPE slow gauge\nslow 1.0\n")
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
