@@ -4,20 +4,19 @@ prometheus_client renders every sample of the registry on every scrape, although
 job metrics change once a sweep; at 1,000 jobs that rendering was nine tenths of a
 scrape's CPU. Here a scrape renders only what changes between scrapes:
 
-- A collector with ``parts()`` (:class:`~ft_exporter.collector.FineTuneCollector`)
-  hands over its families account by account as :class:`~ft_exporter.collector.Part`
-  objects, each the same object until what it was built from changes. Each part is
+- A collector with ``parts()`` (:class:`~ft_exporter.collector.FineTuneCollector`,
+  :class:`~ft_exporter.selfmetrics.SelfMetrics`) hands over its families account by
+  account as :class:`~ft_exporter.collector.Part` objects, each the same object
+  until what it was built from changes (a snapshot, a request counted). Each part is
   rendered once per format to sample lines, by prometheus_client itself (the part's
   family rendered alone, its header cut off), and cached under the part. The block
   for the whole collector (per family name, in the collector's order: one header,
   then every part's lines) is cached under the tuple of parts, so a scrape whose
   accounts are all unchanged and fresh reuses it whole; which parts a scrape gets
   (staleness) is still decided by the collector at scrape time.
-- Every other collector (process, platform, GC, the exporter's own counters, the
-  HTTP server's, the reloader's) is collected on every scrape, and each family
-  rendered by prometheus_client unless it equals its previous collection. The
-  exporter's own counters are per account parts too (selfmetrics.py), each a new
-  object only once the account made a request.
+- Every other collector (process, platform, GC, the HTTP server's gauges, the
+  reloader's) is collected on every scrape, and each family rendered by
+  prometheus_client unless it equals its previous collection.
 
 The bytes are those ``generate_latest(registry)`` gives at the same moment, for the
 text format and OpenMetrics (tests compare them).
@@ -28,9 +27,14 @@ then an empty final block; the CRC-32 and length cover the whole body. A deflate
 stream may be cut into blocks anywhere, and a segment compressed from scratch never
 refers back past its start, so the joined stream is valid deflate (pigz joins its
 parallel chunks the same way). The cached block's compressed form is therefore
-cached too, and a scrape compresses only its live segments. One member rather than
-several concatenated members, because some clients (curl, browsers) stop after the
-first member.
+cached too, and a scrape compresses only its live segments; a large cached
+segment's CRC-32 is combined, not recomputed. One member rather than several
+concatenated members (which RFC 1952 allows, and Prometheus reads), because some
+clients stop after the first member: curl 7.88 ``--compressed`` does.
+
+Rendering runs where Routes runs: on the HTTP server's worker threads, never on its
+event loop. A first render after a new snapshot costs what rendering on the spot
+did for the parts that changed; every later scrape reuses them.
 """
 
 from __future__ import annotations
