@@ -40,7 +40,12 @@ _generations = itertools.count(1)
 
 class _AccountSeries:
     """One account's counters, kept apart so that a scrape re-renders only accounts
-    whose counters changed (at 100 accounts they were most of a scrape's work)."""
+    whose counters changed (at 100 accounts they were most of a scrape's work).
+
+    A new per-account counter goes here (created, zero-filled, collected in
+    :meth:`families`, its name in ``SelfMetrics.order``), and whatever changes it
+    calls :meth:`changed` after the change.
+    """
 
     def __init__(self, name: str) -> None:
         by_endpoint = ["account", "endpoint"]
