@@ -13,7 +13,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client import disable_created_metrics
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -22,6 +22,7 @@ from ft_exporter import __version__, config, configfile, keyfile, logs, sharding
 from ft_exporter.account import Accounts, AccountSpec, key_source, spec_of
 from ft_exporter.collector import FineTuneCollector
 from ft_exporter.cost import Prices
+from ft_exporter.http.exposition import ExporterRegistry
 from ft_exporter.http.server import ExporterHTTPServer, Limits, connection_cap, raise_fd_limit
 from ft_exporter.keyfile import KeyFile
 from ft_exporter.reload import Reloader, ReloadError
@@ -34,11 +35,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("ft_exporter")
 
 
-def build_registry() -> CollectorRegistry:
-    """A registry of our own, with the standard process and runtime collectors."""
+def build_registry() -> ExporterRegistry:
+    """A registry of our own, with the standard process and runtime collectors.
+
+    It lists its collectors, so that /metrics renders the job metrics from cache.
+    """
     # *_created series double the counter output and no dashboard uses them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    registry = CollectorRegistry(auto_describe=True)
+    registry = ExporterRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

@@ -435,12 +435,53 @@ def single(
     return lambda: [unit]
 
 
+@dataclass(frozen=True, eq=False)
+class Part:
+    """Some families of one account, as a scrape serves them.
+
+    The same object is handed out for as long as its families stay the same (the
+    collector caches it per account and replaces it when what it was built from
+    changes), so a renderer may cache anything derived from it under its identity.
+    Compared and hashed by identity.
+    """
+
+    families: tuple[Metric, ...]
+    #: What the families were built from (one or two objects never mutated), compared
+    #: by identity.
+    source: tuple[object] | tuple[object, object]
+
+    def built_from(self, first: object, second: object = None) -> bool:
+        """True when built from these (one or two objects, as in ``source``).
+
+        Called for every account on every scrape: no generator, no zip."""
+        source = self.source
+        if len(source) == 1:
+            return source[0] is first and second is None
+        return len(source) == 2 and source[0] is first and source[1] is second
+
+
+def merge(parts: Iterable[Part]) -> list[Metric]:
+    """One family per name, as the exposition format requires: the parts' samples in
+    order, the families in the order their names first appear."""
+    merged: dict[str, Metric] = {}
+    for part in parts:
+        for family in part.families:
+            into = merged.get(family.name)
+            if into is None:
+                into = merged[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
+            into.samples.extend(family.samples)
+    return list(merged.values())
+
+
 class FineTuneCollector(Collector):
     """Custom collector: the job metrics of every account's latest complete sweep.
 
     Aggregation runs once per snapshot, not once per scrape, so many scrapers
     cost no more than one. Each account's families are merged into one family per
-    metric name, as the exposition format requires.
+    metric name, as the exposition format requires. :meth:`parts` hands out the
+    same per-account families unmerged, for a renderer that caches their text.
     """
 
     def __init__(
@@ -455,24 +496,28 @@ class FineTuneCollector(Collector):
         #: (account, model) pairs already logged as having no price.
         self._unpriced_logged: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
-        #: Per account: the snapshot and settings its cached families were built from.
-        self._cached: dict[str, tuple[Snapshot, CollectorSettings, list[Metric]]] = {}
-        #: Per account: the snapshot and prices its cost family was built from.
-        self._cost_cached: dict[str, tuple[Snapshot, Prices, Metric]] = {}
+        #: Per account: its job-state families, built from (snapshot, settings).
+        self._cached: dict[str, Part] = {}
+        #: Per account: its cost family, built from (snapshot, prices).
+        self._cost_cached: dict[str, Part] = {}
+        #: Per account: its status families, built from (state, settings).
+        self._status_cached: dict[str, Part] = {}
         self._dropped_logged: dict[str, int] = {}
         self._skipped_logged: dict[str, int] = {}
+        #: Family names in the order a scrape serves them (describe's order).
+        self.order: tuple[str, ...] = tuple(family.name for family in self.describe())
 
     def describe(self) -> Iterator[Metric]:
         yield from _job_state_families().values()
         yield from _status_families().values()
         yield _cost_family()
 
-    def _costs(self, snapshot: Snapshot, settings: CollectorSettings, prices: Prices) -> Metric:
+    def _costs(self, snapshot: Snapshot, settings: CollectorSettings, prices: Prices) -> Part:
         """Once per snapshot and price table, like the job-state families."""
         with self._lock:
             cached = self._cost_cached.get(settings.account)
-        if cached is not None and cached[0] is snapshot and cached[1] is prices:
-            return cached[2]
+        if cached is not None and cached.built_from(snapshot, prices):
+            return cached
         family = _cost_family()
         costs, unpriced = estimated_costs(snapshot.jobs, prices)
         for model, cost in sorted(costs.items()):
@@ -486,21 +531,34 @@ class FineTuneCollector(Collector):
                 account,
                 model,
             )
+        part = Part((family,), (snapshot, prices))
         with self._lock:
-            self._cost_cached[settings.account] = (snapshot, prices, family)
-        return family
+            self._cost_cached[settings.account] = part
+        return part
 
-    def _job_metrics(self, snapshot: Snapshot, settings: CollectorSettings) -> list[Metric]:
+    def _job_metrics(self, snapshot: Snapshot, settings: CollectorSettings) -> Part:
         account = settings.account
         with self._lock:
             cached = self._cached.get(account)
-            if cached is not None and cached[0] is snapshot and cached[1] is settings:
-                return cached[2]
+            if cached is not None and cached.built_from(snapshot, settings):
+                return cached
         built = build_job_state(snapshot, settings)
+        part = Part(tuple(built.families), (snapshot, settings))
         with self._lock:
             self._log_changes(settings, built)
-            self._cached[account] = (snapshot, settings, built.families)
-        return built.families
+            self._cached[account] = part
+        return part
+
+    def _status(self, state: ExporterState, settings: CollectorSettings) -> Part:
+        """Once per published state: the poller replaces it whole, never mutates it."""
+        with self._lock:
+            cached = self._status_cached.get(settings.account)
+        if cached is not None and cached.built_from(state, settings):
+            return cached
+        part = Part(tuple(status_metrics(state, settings)), (state, settings))
+        with self._lock:
+            self._status_cached[settings.account] = part
+        return part
 
     def _log_changes(self, settings: CollectorSettings, built: JobState) -> None:
         """Say when what was left out changes, not on every sweep or scrape."""
@@ -528,31 +586,33 @@ class FineTuneCollector(Collector):
                     built.skip_reason,
                 )
 
-    def collect(self) -> Iterator[Metric]:
+    def parts(self) -> list[Part]:
+        """This scrape's families, account by account, unmerged.
+
+        Per account, in the order of the accounts: its job-state families and its
+        cost (only while its data is fresh: staleness is decided now), then its
+        status families. Merged by family name in :attr:`order`, they are what
+        :meth:`collect` yields.
+        """
         units = self._units()
         now = self._clock()
         prices = self._prices()
-        merged: dict[str, Metric] = {}
+        parts: list[Part] = []
         for unit in units:
             state = unit.state()
             settings = unit.settings
-            families: list[Metric] = []
             if state.snapshot is not None and not is_stale(state, settings, now):
-                families.extend(self._job_metrics(state.snapshot, settings))
+                parts.append(self._job_metrics(state.snapshot, settings))
                 if prices is not None:
-                    families.append(self._costs(state.snapshot, settings, prices))
-            families.extend(status_metrics(state, settings))
-            for family in families:
-                into = merged.get(family.name)
-                if into is None:
-                    into = merged[family.name] = Metric(
-                        family.name, family.documentation, family.type, family.unit
-                    )
-                into.samples.extend(family.samples)
+                    parts.append(self._costs(state.snapshot, settings, prices))
+            parts.append(self._status(state, settings))
         with self._lock:
             polled = {unit.settings.account for unit in units}
-            for cache in (self._cached, self._cost_cached):
+            for cache in (self._cached, self._cost_cached, self._status_cached):
                 for account in set(cache) - polled:
                     del cache[account]  # an account no longer polled
-        order = [family.name for family in self.describe()]
-        yield from sorted(merged.values(), key=lambda family: order.index(family.name))
+        return parts
+
+    def collect(self) -> Iterator[Metric]:
+        merged = merge(self.parts())
+        yield from sorted(merged, key=lambda family: self.order.index(family.name))

@@ -14,11 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
-from prometheus_client.openmetrics import exposition as om
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from ft_exporter import __version__
 from ft_exporter.http import statuspage
+from ft_exporter.http.exposition import OPENMETRICS as OPENMETRICS_FORMAT
+from ft_exporter.http.exposition import TEXT as TEXT_FORMAT
+from ft_exporter.http.exposition import Exposition, Format
 from ft_exporter.http.statuspage import StatusUnit
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,6 @@ RELOAD_PATH = "/-/reload"
 ALLOWED_METHODS = ("GET", "HEAD")
 #: A body this small gains nothing from gzip.
 MIN_GZIP_BYTES = 1024
-
-Encoder = Callable[[CollectorRegistry], bytes]
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def _quality(text: str) -> float:
     return q if 0.0 <= q <= 1.0 else 0.0
 
 
-def negotiate(accept: str) -> tuple[Encoder, str]:
+def negotiate(accept: str) -> tuple[Format, str]:
     """OpenMetrics 1.0.0 when asked for it, else the classic text format.
 
     Only versions this exporter produces are matched, so a crafted ``Accept``
@@ -90,10 +90,10 @@ def negotiate(accept: str) -> tuple[Encoder, str]:
     for _, kind, params in _media_ranges(accept):
         version = params.get("version", "")
         if kind == "application/openmetrics-text" and version in ("", "1.0.0"):
-            return om.generate_latest, OPENMETRICS
+            return OPENMETRICS_FORMAT, OPENMETRICS
         if kind in ("text/plain", "text/*", "*/*"):
             break
-    return generate_latest, CONTENT_TYPE_PLAIN_0_0_4
+    return TEXT_FORMAT, CONTENT_TYPE_PLAIN_0_0_4
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -130,6 +130,8 @@ class Routes:
         self.units = units
         self.clock = clock
         self._links = statuspage.Links(telemetry_path, statuspage.alerts_url())
+        #: Renders /metrics, the job metrics from cache (see exposition.py).
+        self.exposition = Exposition(registry)
         self.ready = ready
         #: Reads the configuration again; returns None, or why nothing changed.
         self.reload = reload
@@ -176,17 +178,19 @@ class Routes:
         return Response(500, f"Reload failed, nothing changed: {problem}\n".encode())
 
     def metrics(self, request: Request) -> Response:
-        encoder, content_type = negotiate(request.header("accept"))
+        fmt, content_type = negotiate(request.header("accept"))
+        headers = [("Vary", "Accept, Accept-Encoding")]
         try:
-            body = encoder(self.registry)
+            body = self.exposition.render(fmt)
+            if len(body) >= MIN_GZIP_BYTES and accepts_gzip(request.header("accept-encoding")):
+                data = body.gzip()
+                headers.append(("Content-Encoding", "gzip"))
+            else:
+                data = body.joined()
         except Exception as exc:  # a bug; tests feed hostile data so that none remains
             self._log_render_error(exc)
             return Response(500, b"Error rendering metrics\n")
-        headers = [("Vary", "Accept, Accept-Encoding")]
-        if len(body) >= MIN_GZIP_BYTES and accepts_gzip(request.header("accept-encoding")):
-            body = gzip.compress(body, compresslevel=5)
-            headers.append(("Content-Encoding", "gzip"))
-        return Response(200, body, content_type, headers)
+        return Response(200, data, content_type, headers)
 
     def _log_render_error(self, exc: Exception) -> None:
         """Once per kind of failure: a scraper retrying every 15 s must not flood the log."""
