@@ -178,8 +178,8 @@ def test_zero_jobs_and_all_active() -> None:
 @pytest.mark.parametrize(
     ("jobs", "active", "message"),
     [
+        # Only just over the cap: were the cap gone, this would still build in seconds.
         (MAX_BULK_JOBS + 1, 10, "jobs must be 0 to 200,000"),
-        (10**12, 10, "jobs must be 0 to 200,000"),
         (-1, 0, "jobs must be 0 to 200,000"),
         (10, 11, "active must be 0 to jobs (10)"),
         (10, -1, "active must be 0 to jobs (10)"),
@@ -199,7 +199,6 @@ def test_bad_sizes_are_refused(jobs: Any, active: Any, message: str) -> None:
         (["--scenario", "static", "--jobs", "10"], "--jobs and --active apply to --scenario bulk"),
         (["--scenario", "demo", "--active", "1"], "--jobs and --active apply to --scenario bulk"),
         (["--scenario", "bulk", "--jobs", "200001"], "jobs must be 0 to 200,000, not 200,001"),
-        (["--scenario", "bulk", "--jobs", "99999999999"], "jobs must be 0 to 200,000"),
         (["--scenario", "bulk", "--jobs", "-5"], "jobs must be 0 to 200,000, not -5"),
         (["--scenario", "bulk", "--jobs", "5"], "active must be 0 to jobs (5), not 10"),
         (["--scenario", "bulk", "--jobs", "5", "--active", "6"], "not 6"),
@@ -207,8 +206,15 @@ def test_bad_sizes_are_refused(jobs: Any, active: Any, message: str) -> None:
     ],
 )
 def test_bad_flags_stop_the_simulator_with_usage(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    def serve_forever(self: SimulatorServer, poll_interval: float = 0.5) -> None:
+        raise AssertionError("the simulator started serving")  # not hang, were a check gone
+
+    monkeypatch.setattr(SimulatorServer, "serve_forever", serve_forever)
     with pytest.raises(SystemExit) as stopped:
         simulator.main(["--port", "0", *argv])
     assert stopped.value.code == 2
