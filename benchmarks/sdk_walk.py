@@ -7,14 +7,15 @@ Run by benchmarks/sweep.py in the SDK's own venv (``.venv-bench/``, never the ex
 ``dashscope.FineTunes.list(page_no=..., page_size=100)`` page after page until ``total``
 jobs are read (an empty page ends it early), keeping the jobs in a list as a script would.
 Prints one JSON line: requests, jobs read, ``total``, wall seconds, CPU seconds of the walk
-(the SDK's import left out), RSS after it, and the SDK's version. Standard library only
-besides the SDK, which is imported by name so the exporter's type checks never need it.
+(the SDK's import left out), RSS after it and at its peak, and the SDK's version. Standard
+library only besides the SDK, imported by name so the exporter's type checks never need it.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -54,6 +55,7 @@ def walk(base_url: str, key: str) -> dict[str, Any]:
         "seconds": time.perf_counter() - wall,
         "cpu_seconds": time.process_time() - cpu,
         "rss_mib": rss_mib(),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "version": str(dashscope.__version__),
     }
 

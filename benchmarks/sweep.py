@@ -20,7 +20,8 @@ log is read, the rest ended; every API answer waits 50 ms) serves, in turn:
   job: the process's CPU (its threads' ``/proc/PID/task/*/schedstat``) from the first list
   request the simulator saw to ``/-/ready`` 200, over the jobs (start-up left out; the
   simulator, not ``/-/ready``, is polled until the last page, so polling costs nothing). RSS:
-  ``process_resident_memory_bytes`` right after the first sweep. Ready: process start to
+  ``process_resident_memory_bytes`` right after the first sweep; peak: ``VmHWM`` after the
+  steady sweeps (before the scrapes). Ready: process start to
   ``/-/ready`` 200. Scrapes: ``/metrics`` (text format, no gzip) from keep-alive
   connections, one at a time and 50 at a time; CPU is the exporter's per scrape;
 - the ``dashscope`` SDK in its own venv (benchmarks/sdk_walk.py):
@@ -94,6 +95,7 @@ COLUMNS = (
     "steady s",
     "CPU us/job",
     "RSS MiB",
+    "peak MiB",
     "ready s",
     "scrape CPU ms",
     "p50 c1 ms",
@@ -279,6 +281,7 @@ class ExporterFigures:
     steady_sweep_seconds: float = 0.0
     cpu_us_per_job: float = 0.0
     rss_mib: float = 0.0
+    peak_rss_mib: float = 0.0  # VmHWM after the steady sweeps, before the scrapes
     ready_seconds: float = 0.0
     jobs_seen: int = 0
     own_list_requests: int = 0  # the exporter's dashscope_finetune_api_requests_total
@@ -295,6 +298,7 @@ class SdkFigures:
     seconds: float = 0.0
     cpu_us_per_job: float = 0.0
     rss_mib: float = 0.0
+    peak_rss_mib: float = 0.0
 
 
 @dataclass
@@ -349,6 +353,14 @@ class Sweeps:
         boundary = finished_at - self.offset
         later = sum(1 for entry in stats["request_log"] if entry["at"] > boundary)
         return int(stats["list_requests"]) - later, int(stats["log_requests"])
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory so far (``VmHWM``): a sweep's old and new jobs."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for {pid}")
 
 
 def wait(what: str, predicate: Any, timeout: float, interval: float, alive: Process) -> None:
@@ -445,6 +457,7 @@ def run_exporter(
     )
     figures.steady_requests = (requests - figures.full_requests) / figures.steady_sweeps
     figures.steady_sweep_seconds = last["dashscope_finetune_sweep_duration_seconds"]
+    figures.peak_rss_mib = peak_rss_mib(pid)
 
     body = sweeps.body
     figures.body_bytes = len(body)
@@ -482,6 +495,7 @@ def run_sdk(sdk_python: Path, sim_url: str, jobs: int) -> SdkFigures:
         seconds=report["seconds"],
         cpu_us_per_job=report["cpu_seconds"] / jobs * 1e6,
         rss_mib=report["rss_mib"],
+        peak_rss_mib=report["peak_rss_mib"],
     )
 
 
@@ -546,6 +560,7 @@ def rows(result: SizeResult) -> list[list[str]]:
             _n(e.steady_sweep_seconds, 2),
             _n(e.cpu_us_per_job),
             _n(e.rss_mib, 1),
+            _n(e.peak_rss_mib, 1),
             _n(e.ready_seconds, 2),
             _n(c1.cpu_ms, 2),
             _n(c1.p50_ms, 1),
@@ -562,6 +577,7 @@ def rows(result: SizeResult) -> list[list[str]]:
             _n(s.seconds, 2),
             _n(s.cpu_us_per_job),
             _n(s.rss_mib, 1),
+            _n(s.peak_rss_mib, 1),
             "",
             *blank,
             "",
@@ -570,7 +586,7 @@ def rows(result: SizeResult) -> list[list[str]]:
             jobs,
             "static server",
             f"{_n(e.body_bytes)} B",
-            *[""] * 7,
+            *[""] * 8,
             _n(s1.cpu_ms, 2),
             _n(s1.p50_ms, 1),
             _n(s1.p99_ms, 1),

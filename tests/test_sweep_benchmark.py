@@ -97,8 +97,8 @@ def test_a_quick_run_prints_its_table_with_exact_counts(tmp_path: Path) -> None:
     assert all(len(row) == len(COLUMNS) for row in body)
     exporter, sdk, static = ({c: row[i] for i, c in enumerate(COLUMNS)} for row in body)
     assert all(exporter[c] for c in COLUMNS)  # every figure measured
-    assert all(sdk[c] for c in COLUMNS[:9]) and not any(sdk[c] for c in COLUMNS[9:])
-    assert all(static[c] for c in COLUMNS[10:]) and not any(static[c] for c in COLUMNS[3:10])
+    assert all(sdk[c] for c in COLUMNS[:10]) and not any(sdk[c] for c in COLUMNS[10:])
+    assert all(static[c] for c in COLUMNS[11:]) and not any(static[c] for c in COLUMNS[3:11])
     assert exporter["flags"] == "--poll.interval=5s"  # 1,000 jobs fit the default deadline
 
     (result,) = json.loads(figures.read_text())
