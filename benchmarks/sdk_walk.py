@@ -55,7 +55,8 @@ def walk(base_url: str, key: str) -> dict[str, Any]:
         "seconds": time.perf_counter() - wall,
         "cpu_seconds": time.process_time() - cpu,
         "rss_mib": rss_mib(),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # The kernel's high-water mark may lag the current RSS by a little.
+        "peak_rss_mib": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rss_mib()),
         "version": str(dashscope.__version__),
     }
 

@@ -31,14 +31,24 @@ log is read, the rest ended; every API answer waits 50 ms) serves, in turn:
   bytes as they were just before its scrapes: what serving those bytes costs at least.
 
 Figures are printed, never asserted on (tests/test_sweep_benchmark.py checks only counts).
-The machine is shared and has 2 cores: read ratios, not absolute times. A sample (today's
-main, before issue 12):
+The machine is shared and has 2 cores: read ratios, not absolute times. A sample, on main
+before issue 12 (columns abridged here; the script prints them all, flags and p50 too):
 
-    | jobs | client | flags | req full | req steady | sweep s | steady s | CPU us/job | ...
-    |---:|---|---|---:|---:|---:|---:|---:|...
-    | 1,000 | exporter | --poll.interval=5s | 11 | 11.0 | 5.52 | 5.51 | 38 | ...
-    | 1,000 | dashscope SDK 2.0.2 | page_size=100 | 10 | 10 | 0.68 | 0.68 | 42 | ...
-    | 1,000 | static server | | | | | | | ...
+    | jobs   | client        | req full | req steady | sweep s | CPU us/job | RSS | peak | ready s |
+    | 1,000  | exporter      |       11 |       11.0 |    5.05 |        101 |  37 |   39 |    5.26 |
+    | 1,000  | SDK 2.0.2     |       10 |         10 |    0.57 |         40 |  73 |   73 |         |
+    | 10,000 | exporter      |      101 |      101.0 |   50.06 |         66 |  44 |   54 |   50.47 |
+    | 10,000 | SDK 2.0.2     |      100 |        100 |    6.42 |         38 |  89 |   89 |         |
+    | 50,000 | exporter (1)  |      501 |      501.0 |  250.19 |         56 |  73 |  119 |  250.62 |
+    | 50,000 | SDK 2.0.2     |      500 |        500 |   28.00 |         42 | 158 |  158 |         |
+
+    (1) --poll.sweep-timeout=380s; RSS and peak in MiB.
+
+    | jobs   | server        | scrape CPU ms | p99 c1 ms | p99 c50 ms |
+    | 1,000  | exporter      |          4.97 |      41.0 |      328.7 |
+    | 1,000  | static server |          0.07 |       4.1 |       13.4 |
+    | 50,000 | exporter      |          4.88 |       9.9 |      341.2 |
+    | 50,000 | static server |          0.05 |       0.4 |       28.6 |
 
 The static keep-alive server and the scrape measurement are behind two small functions,
 :func:`start_static_server` and :func:`measure_scrapes`, to be swapped for
@@ -343,6 +353,8 @@ class Sweeps:
                 figures["jobs"] += number
             elif name == "dashscope_finetune_api_requests_total":
                 figures[f"requests_{dict(labels)['endpoint']}"] = number
+            elif name.endswith("_total"):  # a counter split by a label counts as one
+                figures[name] = figures.get(name, 0.0) + number
             else:
                 figures[name] = number
         return figures
@@ -356,11 +368,18 @@ class Sweeps:
 
 
 def peak_rss_mib(pid: int) -> float:
-    """The process's peak resident memory so far (``VmHWM``): a sweep's old and new jobs."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for {pid}")
+    """The process's peak resident memory so far: a sweep holds old and new jobs at once.
+
+    ``VmHWM``, or ``VmRSS`` where the kernel has not caught its high-water mark up yet.
+    """
+    kib = [
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith(("VmHWM:", "VmRSS:"))
+    ]
+    if not kib:
+        raise RuntimeError(f"no VmHWM for {pid}")
+    return max(kib) / 1024
 
 
 def wait(what: str, predicate: Any, timeout: float, interval: float, alive: Process) -> None:
