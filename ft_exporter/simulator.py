@@ -31,7 +31,9 @@ Scenarios: ``demo`` (jobs come and go), ``static`` (a fixed account for exact
 tests), ``empty``, ``hostile`` (text fields hostile to the exposition format),
 ``sprawl`` (200 models, each with its own undocumented status), and ``diverging``,
 ``stalled``, ``overfitting`` (a running job with that training problem, see
-:func:`problem_jobs`).
+:func:`problem_jobs`), and ``bulk`` (``--jobs N`` jobs, the newest ``--active K`` of them
+waiting to run, the rest ended: the request and CPU benchmark's account, see
+:func:`bulk_jobs`).
 
 Run on its own: ``python -m ft_exporter.simulator --port 8080 --key sk-demo``.
 """
@@ -51,11 +53,11 @@ import struct
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ft_exporter.trainlog import planned_epochs
@@ -90,7 +92,19 @@ HUGE_BYTES = 50 * 1024 * 1024
 #: The control API's path of one job (``PATCH``, ``DELETE``), its id percent-encoded.
 SIM_JOB_PATH = "/_sim/jobs/"
 FAULT_ENDPOINTS = ("list", "logs", "all")
-SCENARIOS = ("demo", "static", "empty", "hostile", "sprawl", "diverging", "stalled", "overfitting")
+SCENARIOS = (
+    "demo",
+    "static",
+    "empty",
+    "hostile",
+    "sprawl",
+    "diverging",
+    "stalled",
+    "overfitting",
+    "bulk",
+)
+#: The ``bulk`` scenario's defaults and its cap: a benchmark's account, not a memory bomb.
+BULK_JOBS, BULK_ACTIVE, MAX_BULK_JOBS = 1000, 10, 200_000
 
 
 #: The hyper-parameters a timeline job is listed with, unless ``extra`` replaces them.
@@ -588,6 +602,78 @@ def problem_jobs(scenario: str, now: float) -> list[SimJob]:
     return [*jobs, problem]
 
 
+BULK_MODELS = ("qwen3-14b", "qwen3-8b", "qwen2.5-7b-instruct", "qwen3-32b")
+BULK_TYPES = ("sft", "efficient_sft", "dpo_lora")
+#: The ended jobs' outcomes, in turn down the list: 3 in 5 succeeded.
+BULK_OUTCOMES = ("SUCCEEDED", "SUCCEEDED", "FAILED", "SUCCEEDED", "CANCELED")
+#: Seconds between two bulk jobs' creation: whole seconds, so every ``create_time`` differs.
+BULK_SPACING = 600
+
+
+def bulk_jobs(now: float, count: int, active: int) -> tuple[list[SimJob], list[SimJob]]:
+    """``count`` jobs, newest first: the ``active`` newest waiting, the rest ended.
+
+    Returns (waiting, ended). The waiting jobs alternate PENDING and QUEUING and stay so
+    (they never run, so an exporter reads no training log and the list's requests are
+    measured alone); the ended ones are SUCCEEDED (with usage), FAILED or CANCELED in
+    turn, over several models and training types. ``create_time`` falls by
+    ``BULK_SPACING`` seconds from one job to the next, so the order is strict to the
+    second. A job's number counts up in creation order (the oldest is ``ft-bulk-000000``).
+    Deterministic: the same arguments give the same jobs, whatever the time but ``now``.
+    """
+    newest = math.floor(now) - 60
+    waiting: list[SimJob] = []
+    ended: list[SimJob] = []
+    forever = 1e12  # seconds: a waiting job never reaches its next status
+    for i in range(count):
+        created = float(newest - i * BULK_SPACING)
+        job_id = f"ft-bulk-{count - 1 - i:06d}"
+        model, ttype = BULK_MODELS[i % len(BULK_MODELS)], BULK_TYPES[i % len(BULK_TYPES)]
+        if i < active:
+            pending, queue = (forever, 0.0) if i % 2 == 0 else (0.0, forever)
+            waiting.append(SimJob(job_id, model, ttype, created, pending, queue, forever))
+            continue
+        outcome = BULK_OUTCOMES[i % len(BULK_OUTCOMES)]
+        usage = 1000 + (i * 7919) % 400_000 if outcome == "SUCCEEDED" else None
+        # Ended within the spacing: 1 min pending, 2 min queued, 5 min running.
+        ended.append(SimJob(job_id, model, ttype, created, 60.0, 120.0, 300.0, outcome, usage))
+    return waiting, ended
+
+
+class _Listing(Sequence[dict[str, Any]]):
+    """The live jobs' dicts followed by the frozen ended ones, without copying either.
+
+    A page is a slice: it costs its own length, never the account's size.
+    """
+
+    def __init__(self, head: list[dict[str, Any]], tail: list[dict[str, Any]]) -> None:
+        self._head = head
+        self._tail = tail
+
+    def __len__(self) -> int:
+        return len(self._head) + len(self._tail)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        size, cut = len(self), len(self._head)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(size)
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            stop = max(start, stop)
+            return self._head[start:stop] + self._tail[max(start - cut, 0) : max(stop - cut, 0)]
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError("listing index out of range")
+        return self._head[index] if index < cut else self._tail[index - cut]
+
+
 @dataclass
 class Fault:
     mode: str = "none"
@@ -610,6 +696,8 @@ class SimulatedAccount:
         seed: int = 7,
         new_job_every: float = 120.0,
         max_active_quota: int = 12,
+        jobs: int = BULK_JOBS,
+        active: int = BULK_ACTIVE,
     ) -> None:
         self.tz = tz
         self.clock = clock
@@ -629,7 +717,16 @@ class SimulatedAccount:
         self.max_active_quota = max_active_quota
         now = clock()
         self._last_spawn = now
-        if scenario == "static":
+        #: ``bulk``: the ended jobs' dicts, built once, newest first (all, and per model).
+        self._frozen: list[dict[str, Any]] | None = None
+        self._frozen_by_model: dict[str, list[dict[str, Any]]] = {}
+        if scenario == "bulk":
+            _check_bulk(jobs, active)
+            self.jobs, ended = bulk_jobs(now, jobs, active)
+            self._frozen = [job.to_api(now, tz) for job in ended]
+            for raw in self._frozen:
+                self._frozen_by_model.setdefault(raw["model"], []).append(raw)
+        elif scenario == "static":
             self.jobs = static_jobs()
         elif scenario == "empty":
             self.jobs = []
@@ -675,12 +772,21 @@ class SimulatedAccount:
             for job in done[:excess]:
                 self.jobs.remove(job)
 
-    def listing(self, now: float, model: str | None) -> list[dict[str, Any]]:
+    def listing(self, now: float, model: str | None) -> Sequence[dict[str, Any]]:
+        """Every job (of ``model``) as the API lists them, newest first.
+
+        ``bulk`` keeps its ended jobs frozen after the live ones (which are all newer): a
+        page of 50,000 jobs costs the page and the live jobs, not the whole account.
+        """
         with self._lock:
             self._evolve(now)
             jobs = [j for j in self.jobs if model is None or j.model == model]
             ordered = sorted(jobs, key=lambda j: j.created, reverse=True)
-            return [j.to_api(now, self.tz) for j in ordered]
+            live = [j.to_api(now, self.tz) for j in ordered]
+            if self._frozen is None:
+                return live
+            frozen = self._frozen if model is None else self._frozen_by_model.get(model, [])
+            return _Listing(live, frozen)
 
     def add_jobs(self, raw_jobs: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -776,6 +882,18 @@ class SimulatedAccount:
                 if fault.count <= 0:
                     self.fault = Fault()
             return replace(fault)
+
+
+def _check_bulk(jobs: object, active: object) -> None:
+    """``bulk``'s sizes: whole numbers, 0 <= active <= jobs <= MAX_BULK_JOBS."""
+    for name, number in (("jobs", jobs), ("active", active)):
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise ValueError(f"bulk: {name} must be a whole number, not {number!r}")
+    assert isinstance(jobs, int) and isinstance(active, int)
+    if not 0 <= jobs <= MAX_BULK_JOBS:
+        raise ValueError(f"bulk: jobs must be 0 to {MAX_BULK_JOBS:,}, not {jobs:,}")
+    if not 0 <= active <= jobs:
+        raise ValueError(f"bulk: active must be 0 to jobs ({jobs:,}), not {active:,}")
 
 
 def _doctored_total(fault: Fault, total: int) -> int:
@@ -1176,6 +1294,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--new-job-every", type=float, default=120.0, help="demo: seconds between new jobs"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help=f"bulk: jobs in the account (default {BULK_JOBS}, at most {MAX_BULK_JOBS})",
+    )
+    parser.add_argument(
+        "--active",
+        type=int,
+        metavar="K",
+        help=f"bulk: the newest K jobs are waiting to run, the rest ended (default {BULK_ACTIVE})",
+    )
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="the certificate's key (PEM)")
     parser.add_argument(
@@ -1186,13 +1316,19 @@ def main(argv: list[str] | None = None) -> int:
         help="delay every API answer by this long (not /_sim/ control requests)",
     )
     args = parser.parse_args(argv)
+    if args.scenario != "bulk" and (args.jobs is not None or args.active is not None):
+        parser.error("--jobs and --active apply to --scenario bulk only")
+    try:
+        account = SimulatedAccount(
+            args.scenario,
+            new_job_every=args.new_job_every,
+            jobs=BULK_JOBS if args.jobs is None else args.jobs,
+            active=BULK_ACTIVE if args.active is None else args.active,
+        )
+    except ValueError as err:
+        parser.error(str(err))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    server = SimulatorServer(
-        (args.host, args.port),
-        SimulatedAccount(args.scenario, new_job_every=args.new_job_every),
-        args.key,
-        args.latency,
-    )
+    server = SimulatorServer((args.host, args.port), account, args.key, args.latency)
     if args.tls_cert and args.tls_key:
         server.enable_tls(args.tls_cert, args.tls_key)
     print(f"simulator listening on {server.url}{API_PATH} (scenario {args.scenario})", flush=True)
