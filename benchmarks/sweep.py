@@ -22,13 +22,15 @@ log is read, the rest ended; every API answer waits 50 ms) serves, in turn:
   simulator, not ``/-/ready``, is polled until the last page, so polling costs nothing). RSS:
   ``process_resident_memory_bytes`` right after the first sweep; peak: ``VmHWM`` after the
   steady sweeps (before the scrapes). Ready: process start to
-  ``/-/ready`` 200. Scrapes: ``/metrics`` (text format, no gzip) from keep-alive
-  connections, one at a time and 50 at a time; CPU is the exporter's per scrape;
+  ``/-/ready`` 200. Scrapes: ``/metrics`` with the headers Prometheus sends (OpenMetrics,
+  gzip) from keep-alive connections, one at a time and 50 at a time; CPU is the
+  exporter's per scrape (benchmarks/scrape.py measures both servers);
 - the ``dashscope`` SDK in its own venv (benchmarks/sdk_walk.py):
   ``FineTunes.list(page_no=..., page_size=100)`` until ``total`` jobs are read. It keeps no
   state, so every walk is a full one: its steady column repeats the full one;
-- a static keep-alive server (asyncio, one process) serving the exporter's ``/metrics``
-  bytes as they were just before its scrapes: what serving those bytes costs at least.
+- a static keep-alive server (benchmarks/scrape.py: asyncio, one process) serving the
+  exporter's ``/metrics`` bytes and headers as they were just before its scrapes: what
+  serving those bytes costs at least.
 
 Figures are printed, never asserted on (tests/test_sweep_benchmark.py checks only counts).
 The machine is shared and has 2 cores: read ratios, not absolute times. A sample, on main
@@ -49,28 +51,19 @@ before issue 12 (columns abridged here; the script prints them all, flags and p5
     | 1,000  | static server |          0.07 |       4.1 |       13.4 |
     | 50,000 | exporter      |          4.88 |       9.9 |      341.2 |
     | 50,000 | static server |          0.05 |       0.4 |       28.6 |
-
-The static keep-alive server and the scrape measurement are behind two small functions,
-:func:`start_static_server` and :func:`measure_scrapes`, to be swapped for
-benchmarks/scrape.py's once it exists.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import http.client
 import json
 import math
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -81,6 +74,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import scrape  # noqa: E402
 from conftest import Process, http_get, http_json, listening_port, samples  # noqa: E402
 
 SDK_VENV = ROOT / ".venv-bench"
@@ -158,124 +152,28 @@ def ensure_sdk(venv: Path = SDK_VENV) -> Path:
     return python
 
 
-# --- the static server and the scrape measurement (to be swapped for benchmarks/scrape.py)
+# --- scrapes: benchmarks/scrape.py's static server and measurement, Prometheus' headers
 
 
-def serve_static(body_file: Path) -> None:
-    """Serve the file's bytes as /metrics, keep-alive, on one asyncio loop: nothing else."""
-    body = body_file.read_bytes()
-    response = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(body)
-    ) + body
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                writer.write(response)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def main() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=256)
-        port = server.sockets[0].getsockname()[1]
-        print(f"static server listening on http://127.0.0.1:{port}/metrics", flush=True)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
-
-
-def start_static_server(tmp: Path, body: bytes, started: list[Process]) -> tuple[str, Process]:
-    """A static keep-alive server process holding ``body``: its /metrics URL and process."""
-    body_file = tmp / "static-body.txt"
-    body_file.write_bytes(body)
-    server = Process(
-        [sys.executable, str(Path(__file__).resolve()), "--serve-static", str(body_file)],
-        log_path=tmp / "static.log",
-    )
-    started.append(server)
-    port = listening_port(server, what="static server")
-    if not port:
-        raise RuntimeError(f"static server exited:\n{server.output()}")
-    return f"http://127.0.0.1:{port}/metrics", server
-
-
-@dataclass(frozen=True)
-class Scrapes:
-    count: int
-    errors: int
-    concurrency: int
-    cpu_ms: float  # the server's CPU per scrape
-    p50_ms: float
-    p99_ms: float
-
-
-def measure_scrapes(url: str, pid: int, count: int, concurrency: int) -> Scrapes:
-    """``count`` GETs of ``url``, ``concurrency`` kept-alive connections at once.
-
-    Each connection is opened and used once before the clock starts (a scraper keeps its
-    connection); the server's CPU is read from /proc around the timed part.
-    """
-    parts = urllib.parse.urlsplit(url)
-    per_thread = max(1, count // concurrency)
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    ready = threading.Barrier(concurrency + 1)
-    go = threading.Event()
-
-    def get(conn: http.client.HTTPConnection) -> bool:
-        conn.request("GET", parts.path, headers={"Accept": "text/plain"})
-        response = conn.getresponse()
-        return response.status == 200 and len(response.read()) > 0
-
-    def scraper() -> None:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
-        mine: list[float] = []
-        failed = 0
-        try:
-            get(conn)
-        except OSError:
-            failed += 1
-        ready.wait()
-        go.wait()
-        for _ in range(per_thread):
-            began = time.perf_counter()
-            try:
-                ok = get(conn)
-            except (OSError, http.client.HTTPException):
-                ok = False
-                conn.close()
-            mine.append(time.perf_counter() - began)
-            failed += 0 if ok else 1
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            errors[0] += failed
-
-    threads = [threading.Thread(target=scraper, daemon=True) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    cpu_before = cpu_seconds(pid)
-    go.set()
-    for thread in threads:
-        thread.join()
-    cpu = cpu_seconds(pid) - cpu_before
-    quantiles = statistics.quantiles(sorted(latencies), n=100) if len(latencies) > 1 else [0] * 99
-    return Scrapes(
-        count=len(latencies),
-        errors=errors[0],
-        concurrency=concurrency,
-        cpu_ms=cpu / len(latencies) * 1000,
-        p50_ms=quantiles[49] * 1000,
-        p99_ms=quantiles[98] * 1000,
-    )
+def scrape_both(
+    url: str, pid: int, stop_exporter: Any, counts: tuple[int, int]
+) -> tuple[int, list[scrape.Scrapes]]:
+    """The exporter's /metrics, then a static server holding the bytes it just served,
+    each scraped at concurrency 1 and 50 with the headers Prometheus sends (OpenMetrics,
+    gzip): returns the body's size as served and the four measurements."""
+    fetched = scrape.fetch(url)
+    results = [
+        scrape.measure_scrapes(url, pid, concurrency, count)
+        for count, concurrency in zip(counts, (1, CONCURRENT_SCRAPERS), strict=True)
+    ]
+    stop_exporter()
+    kept = [(k, v) for k, v in fetched.headers.items() if k in ("content-type", "content-encoding")]
+    with scrape.static_server(fetched.body, kept) as target:
+        results += [
+            scrape.measure_scrapes(target.url, target.pid, concurrency, count)
+            for count, concurrency in zip(counts, (1, CONCURRENT_SCRAPERS), strict=True)
+        ]
+    return len(fetched.body), results
 
 
 # --- one size -------------------------------------------------------------------------
@@ -297,7 +195,7 @@ class ExporterFigures:
     own_list_requests: int = 0  # the exporter's dashscope_finetune_api_requests_total
     log_requests: int = 0  # the simulator's count: 0 when the list is measured alone
     body_bytes: int = 0
-    scrapes: list[Scrapes] = field(default_factory=list)
+    scrapes: list[scrape.Scrapes] = field(default_factory=list)
 
 
 @dataclass
@@ -316,7 +214,7 @@ class SizeResult:
     jobs: int
     exporter: ExporterFigures
     sdk: SdkFigures
-    static: list[Scrapes] = field(default_factory=list)
+    static: list[scrape.Scrapes] = field(default_factory=list)
 
 
 def exporter_flags(jobs: int) -> list[str]:
@@ -478,18 +376,10 @@ def run_exporter(
     figures.steady_sweep_seconds = last["dashscope_finetune_sweep_duration_seconds"]
     figures.peak_rss_mib = peak_rss_mib(pid)
 
-    body = sweeps.body
-    figures.body_bytes = len(body)
-    for count, concurrency in zip(scrape_counts, (1, CONCURRENT_SCRAPERS), strict=True):
-        figures.scrapes.append(measure_scrapes(url + "/metrics", pid, count, concurrency))
-    exporter.stop()
-    static_url, static = start_static_server(tmp, body, started)
-    static_scrapes = [
-        measure_scrapes(static_url, static.proc.pid, count, concurrency)
-        for count, concurrency in zip(scrape_counts, (1, CONCURRENT_SCRAPERS), strict=True)
-    ]
-    static.stop()
-    figures.scrapes.extend(static_scrapes)
+    figures.body_bytes, scrapes = scrape_both(
+        url + "/metrics", pid, exporter.stop, (scrape_counts[0], scrape_counts[1])
+    )
+    figures.scrapes.extend(scrapes)
     return figures
 
 
@@ -681,11 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 steady sweep, few scrapes (CI)")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per API answer")
     parser.add_argument("--json", type=Path, help="also write every figure here")
-    parser.add_argument("--serve-static", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_static:
-        serve_static(args.serve_static)
-        return 0
     steady_sweeps = 1 if args.quick else 2
     scrape_counts = (20, 2 * CONCURRENT_SCRAPERS) if args.quick else (200, 10 * CONCURRENT_SCRAPERS)
     results: list[SizeResult] = []
