@@ -145,7 +145,7 @@ def parse_time(raw: object, tz: tzinfo) -> float | None:
     Twice per job on every sweep, so the documented shape skips strptime: for a string
     :data:`_PLAIN_TIME` matches, strptime either reads the same fields fromisoformat
     reads or fails, and then the slow path asks fromisoformat itself. The result is the
-    float :func:`_parse_time_slow` gives for every input (tests/test_time.py checks).
+    float :func:`_parse_time_slow` gives for every input (tests/test_parse_time.py checks).
     """
     if type(raw) is str:
         text = raw.strip()
@@ -262,9 +262,12 @@ def _tokens(raw: object) -> int:
 #: Most values one table of shared strings holds; a table that fills starts afresh, so
 #: an API sending ever new values costs at most this many entries per table.
 SHARED_VALUES = 1024
-# Raw text to the value parse_job makes of it, one table per kind of value. Only exact
-# str keys of at most MAX_LABEL_CHARS characters: a key equals only the same text, and
-# a table holds a few hundred KiB at worst (4 bytes a character, key and value).
+#: Longest text shared; longer text is cleaned for each job, as it comes.
+SHARED_MAX_CHARS = 128
+# Raw text to the value parse_job makes of it, one table per kind of value, for every
+# account alike. Exact str keys only (a key then equals only the same text), at most
+# SHARED_MAX_CHARS long: a table holds about 1 MiB at worst (4 bytes a character, key
+# and value), a few dozen KiB for a real account.
 _shared_names: dict[str, str] = {}  # model and base_model
 _shared_statuses: dict[str, str] = {}
 _shared_types: dict[str, str] = {}
@@ -279,7 +282,7 @@ def _shared(table: dict[str, str], raw: object, make: Callable[[object], str]) -
     A 50,000-job account names a handful of models, statuses and types: one string
     each instead of one per job, and no cleaning when the text was seen before.
     """
-    if type(raw) is not str or len(raw) > MAX_LABEL_CHARS:
+    if type(raw) is not str or len(raw) > SHARED_MAX_CHARS:
         return make(raw)
     value = table.get(raw)
     if value is None:

@@ -470,9 +470,11 @@ def test_shared_tables_stay_bounded_whatever_the_api_sends() -> None:
     tables = (model._shared_names, model._shared_statuses, model._shared_types)
     assert all(0 < len(table) <= model.SHARED_VALUES for table in tables)
     assert 0 < len(model._shared_epochs) <= model.SHARED_VALUES
-    long = "m" * (MAX_LABEL_CHARS + 1)
-    assert parse_job({"job_id": "ft-long", "model": long}, UTC8).model == "m" * 255 + "\u2026"
-    assert long not in model._shared_names  # kept out: a table's size is bounded in bytes too
+    longest = "m" * model.SHARED_MAX_CHARS
+    assert parse_job({"job_id": "ft-long", "model": " " + longest}, UTC8).model == longest
+    assert " " + longest not in model._shared_names  # kept out: a table is bounded in bytes
+    assert parse_job({"job_id": "ft-long", "model": longest}, UTC8).model == longest
+    assert longest in model._shared_names
 
 
 def test_jobs_built_by_parse_job_are_jobs_like_any_other() -> None:
