@@ -67,7 +67,7 @@ def api_jobs(count: int, shape: str) -> list[dict[str, Any]]:
     jobs = []
     for i in range(count):
         # One job every 7 minutes going back; the 10 newest still pending or running.
-        created = NOW - 250.0 - 420.0 * i if i >= 10 else NOW - 30.0 * i
+        created = NOW - 250.0 - 420.0 * i if i >= 10 else NOW - 20.0 * i
         sim = SimJob(
             job_id=f"ft-{202511260000 - i:012d}-{i * 7919 % 65536:04x}",
             model=MODELS[i % len(MODELS)],
