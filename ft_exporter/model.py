@@ -303,8 +303,10 @@ def _epochs(hyper_parameters: object) -> float | None:
         return planned_epochs(hyper_parameters)
     raw = hyper_parameters.get("n_epochs")
     key: int | str
-    if (type(raw) is int and abs(raw) <= 10**9) or (type(raw) is str and len(raw) <= 64):
-        key = raw
+    if (type(raw) is int and abs(raw) <= 10**9) or (
+        type(raw) is str and len(raw) <= SHARED_MAX_CHARS
+    ):
+        key = raw  # past a billion, planned_epochs gives None: huge ints stay out
     else:
         return planned_epochs(hyper_parameters)  # bool, float, None, huge: not shared
     value = _shared_epochs.get(key, _MISSING)

@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import FrozenInstanceError, fields
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -373,6 +374,18 @@ def test_estimated_end(
 # --- Shared values: one object per repeated value, never one job's value in another -----
 
 
+@pytest.fixture(autouse=True)
+def fresh_tables() -> None:
+    """Each test starts with empty tables: what earlier tests shared must not hide a bug."""
+    for table in (
+        model._shared_names,
+        model._shared_statuses,
+        model._shared_types,
+        model._shared_epochs,
+    ):
+        table.clear()
+
+
 def api_job(**fields: Any) -> dict[str, Any]:
     """A job as json.loads makes it: strings of its own, equal to but not those of others."""
     job: dict[str, Any] = json.loads(json.dumps({**VENDOR_EXAMPLE, **fields}))
@@ -449,6 +462,16 @@ def test_a_string_subclass_that_equals_anything_is_never_shared() -> None:
 
 
 def test_shared_tables_stay_bounded_whatever_the_api_sends() -> None:
+    def fill(count: int, start: int = 0) -> None:
+        for i in range(start, start + count):
+            parse_job(
+                {"job_id": "f", "model": f"m{i}", "hyper_parameters": {"n_epochs": i + 1}}, UTC8
+            )
+
+    fill(model.SHARED_VALUES)
+    assert len(model._shared_names) == len(model._shared_epochs) == model.SHARED_VALUES
+    fill(1, start=model.SHARED_VALUES)  # one more: the table starts afresh
+    assert len(model._shared_names) == len(model._shared_epochs) == 1
     for i in range(model.SHARED_VALUES * 3):
         job = parse_job(
             {
@@ -475,6 +498,30 @@ def test_shared_tables_stay_bounded_whatever_the_api_sends() -> None:
     assert " " + longest not in model._shared_names  # kept out: a table is bounded in bytes
     assert parse_job({"job_id": "ft-long", "model": longest}, UTC8).model == longest
     assert longest in model._shared_names
+
+
+def test_epochs_shared_within_bounds_and_the_same_beyond_them() -> None:
+    def epochs(n: object) -> float | None:
+        return parse_job({"job_id": "e", "hyper_parameters": {"n_epochs": n}}, UTC8).n_epochs
+
+    three = [epochs(n) for n in (3, 3, "3", "3")]
+    assert three == [3.0] * 4
+    assert three[0] is three[1] and three[2] is three[3]
+    assert epochs(10**9) == 1e9 and 10**9 in model._shared_epochs
+    assert epochs(10**9 + 1) is None and 10**9 + 1 not in model._shared_epochs
+    assert epochs(-(10**9)) is None and -(10**9) in model._shared_epochs
+    longest = "0" * (model.SHARED_MAX_CHARS - 1) + "2"
+    assert epochs(longest) == 2.0 and longest in model._shared_epochs
+    assert epochs(" " + longest) == 2.0 and " " + longest not in model._shared_epochs
+    assert epochs(3) == 3.0  # still shared after all that
+
+
+def test_any_mapping_is_a_job_and_any_mapping_holds_its_epochs() -> None:
+    """JSON gives dicts, but parse_job takes any Mapping; the fast paths must not narrow it."""
+    job = parse_job(MappingProxyType({**VENDOR_EXAMPLE}), UTC8)
+    assert job == parse_job(VENDOR_EXAMPLE, UTC8)
+    hyper = MappingProxyType({"n_epochs": 4})
+    assert parse_job({"job_id": "m", "hyper_parameters": hyper}, UTC8).n_epochs == 4.0
 
 
 def test_jobs_built_by_parse_job_are_jobs_like_any_other() -> None:

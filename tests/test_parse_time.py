@@ -66,6 +66,12 @@ def plain_id(value: object) -> str:
 ZONE_IDS = [plain_id(zone) for zone in ZONES]
 
 
+@pytest.fixture(autouse=True)
+def no_cached_epochs() -> None:
+    """Each test computes its zones' epochs afresh: a cached one must not hide a bug."""
+    model._local_epochs.clear()
+
+
 def outcome(parse: object, raw: object, tz: tzinfo) -> tuple[str, str]:
     """What a parse gives, comparable bit for bit: a value's type and repr, or an error."""
     assert callable(parse)
@@ -212,6 +218,14 @@ def test_the_fast_path_answers_the_documented_shape() -> None:
         assert calls == 1
     finally:
         model._parse_time_slow = original
+
+
+def test_the_epochs_of_at_most_64_zones_are_kept() -> None:
+    for minutes in range(65):
+        zone = timezone(timedelta(minutes=minutes))
+        assert parse_time("1970-01-01 00:00:00", zone) == -60.0 * minutes
+        assert zone in model._local_epochs
+    assert len(model._local_epochs) == 1  # the 65th started afresh
 
 
 def test_exact_values_in_a_fixed_offset_and_across_a_gap() -> None:
