@@ -153,7 +153,7 @@ def parse_time(raw: object, tz: tzinfo) -> float | None:
             try:
                 parsed = datetime.fromisoformat(text)
             except ValueError:
-                return _parse_time_slow(raw, tz)  # no such date; older Pythons' fractions
+                return _parse_time_slow(raw, tz)  # no such date, or a Python that reads less
             if type(tz) is timezone:
                 # A fixed offset: plain arithmetic, the same timedelta timestamp() takes.
                 return (parsed - _local_epoch(tz)).total_seconds()

@@ -141,6 +141,7 @@ HOSTILE: list[object] = [
     "1969-12-31 23:59:59.5",
     # Digits that are not ASCII: strptime's \d takes them, int() reads them.
     "\u0662\u0660\u0662\u0664-10-29 16:53:53",
+    "\u0662\u0660\u0662\u0664-10-29 16:53:53.5",  # strptime's third form reads it
     "2024-\u0661\u0660-29 16:53:53",
     "2024-10-29 16:53:5\u0663",
     "\uff12\uff10\uff12\uff14-10-29 16:53:53",
