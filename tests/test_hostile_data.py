@@ -9,14 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import subprocess
 import urllib.request
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import UTC
 from typing import Any
 
 import fixtures as fx
 import pytest
+import reference_model
 from conftest import Exporter, Simulator, exporter_exe, require_tool, samples, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,7 +48,14 @@ from ft_exporter.model import (
     clean_text,
     parse_job,
 )
-from ft_exporter.simulator import TEN_KIB
+from ft_exporter.simulator import (
+    TEN_KIB,
+    UTC8,
+    demo_jobs,
+    hostile_jobs,
+    sprawl_jobs,
+    static_jobs,
+)
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 TEXT_FIELDS = (
@@ -312,6 +322,27 @@ def test_job_ids_stay_distinct_and_stable() -> None:
     assert job_id("x" * 256) == "x" * 256
     with pytest.raises(JobParseError):
         parse_job({"job_id": " \u2028 "}, UTC)
+
+
+def test_hostile_jobs_parse_exactly_as_before_issue_12() -> None:
+    """The simulator's accounts, hostile one included, through the cheap parse_job and the old.
+
+    Each twice and in one sweep's order, so values shared by one job are met by the next.
+    """
+    sims = [*hostile_jobs(), *static_jobs(), *sprawl_jobs(), *demo_jobs(1.8e9, random.Random(7))]
+    raws = [sim.to_api(1.8e9, UTC8) for sim in sims]
+    for raw in raws + json.loads(json.dumps(raws)):
+        try:
+            expected: Any = reference_model.parse_job(raw, UTC)
+        except JobParseError as exc:
+            with pytest.raises(JobParseError, match=f"^{exc}$"):
+                parse_job(raw, UTC)
+            continue
+        job = parse_job(raw, UTC)
+        names = [f.name for f in fields(Job)]
+        assert [(type(getattr(job, n)), getattr(job, n)) for n in names] == [
+            (type(getattr(expected, n)), getattr(expected, n)) for n in names
+        ]
 
 
 # --- properties: any text in any field renders and parses back --------------------------

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import FrozenInstanceError, fields
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 from conftest import UTC8
 
+from ft_exporter import model
 from ft_exporter.model import (
     MAX_LABEL_CHARS,
+    Job,
     JobParseError,
     clean_text,
     estimated_end,
@@ -364,3 +369,169 @@ def test_estimated_end(
     started: float | None, now: float, progress: float | None, end: float | None
 ) -> None:
     assert estimated_end(started, now, progress) == end
+
+
+# --- Shared values: one object per repeated value, never one job's value in another -----
+
+
+@pytest.fixture(autouse=True)
+def fresh_tables() -> None:
+    """Each test starts with empty tables: what earlier tests shared must not hide a bug."""
+    for table in (
+        model._shared_names,
+        model._shared_statuses,
+        model._shared_types,
+        model._shared_epochs,
+    ):
+        table.clear()
+
+
+def api_job(**fields: Any) -> dict[str, Any]:
+    """A job as json.loads makes it: strings of its own, equal to but not those of others."""
+    job: dict[str, Any] = json.loads(json.dumps({**VENDOR_EXAMPLE, **fields}))
+    return job
+
+
+def test_equal_values_are_one_object_across_jobs() -> None:
+    a = parse_job(api_job(job_id="ft-a", job_name="ft-a"), UTC8)
+    b = parse_job(api_job(job_id="ft-b", job_name="ft-b"), UTC8)
+    for name in ("status", "model", "base_model", "training_type", "n_epochs"):
+        assert getattr(a, name) is getattr(b, name), name
+    assert a.base_model is a.model
+    assert a.job_name is a.job_id  # equal text, kept once
+    assert (a.n_epochs, b.n_epochs) == (3.0, 3.0)
+
+
+def test_sharing_never_makes_different_values_equal() -> None:
+    """Values equal but for case, a space, a look-alike or a type each keep their own."""
+    models = [
+        "qwen3-8b",
+        "qwen3-8B",
+        "qwen3\u20118b",
+        "qwen3-8b\u200b",
+        " qwen3-8b",
+        "qwen3-8b\x00",
+    ]
+    jobs = [parse_job({"job_id": f"ft-{i}", "model": m}, UTC8) for i, m in enumerate(models)]
+    assert [j.model for j in jobs] == [
+        "qwen3-8b",
+        "qwen3-8B",
+        "qwen3\u20118b",
+        "qwen3-8b\u200b",
+        "qwen3-8b",  # stripped: the same label
+        "qwen3-8b\ufffd",
+    ]
+    # n_epochs 1 and True hash alike: True is no count, and 1 must not lend it 1.0.
+    for order in ([1, True, "1", 1.0, "1.0", " 1 "], [True, "1.0", 1.0, 1, " 1 ", "1"]):
+        epochs = {
+            repr(n): parse_job({"job_id": "e", "hyper_parameters": {"n_epochs": n}}, UTC8).n_epochs
+            for n in order
+        }
+        assert epochs == {
+            "1": 1.0,
+            "True": None,
+            "'1'": 1.0,
+            "1.0": 1.0,
+            "'1.0'": 1.0,
+            "' 1 '": 1.0,
+        }
+    statuses = ["succeed", "SUCCEEDED", "Succeeded", "SUCCEEDED ", "SUCCESS", "STATUS_1"]
+    assert [parse_job({"job_id": "s", "status": s}, UTC8).status for s in statuses] == [
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "STATUS_1",
+    ]
+    assert parse_job({"job_id": "t", "training_type": "SFT"}, UTC8).training_type == "sft"
+    assert parse_job({"job_id": "t", "training_type": "Sft "}, UTC8).training_type == "sft"
+
+
+def test_a_string_subclass_that_equals_anything_is_never_shared() -> None:
+    class Liar(str):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        def __hash__(self) -> int:
+            return hash("qwen3-8b")
+
+    assert parse_job({"job_id": "ft-1", "model": "qwen3-8b"}, UTC8).model == "qwen3-8b"
+    job = parse_job({"job_id": "ft-2", "model": Liar("other"), "status": Liar("RUNNING")}, UTC8)
+    assert (str.__str__(job.model), str.__str__(job.status)) == ("other", "RUNNING")
+
+
+def test_shared_tables_stay_bounded_whatever_the_api_sends() -> None:
+    def fill(count: int, start: int = 0) -> None:
+        for i in range(start, start + count):
+            parse_job(
+                {"job_id": "f", "model": f"m{i}", "hyper_parameters": {"n_epochs": i + 1}}, UTC8
+            )
+
+    fill(model.SHARED_VALUES)
+    assert len(model._shared_names) == len(model._shared_epochs) == model.SHARED_VALUES
+    fill(1, start=model.SHARED_VALUES)  # one more: the table starts afresh
+    assert len(model._shared_names) == len(model._shared_epochs) == 1
+    for i in range(model.SHARED_VALUES * 3):
+        job = parse_job(
+            {
+                "job_id": f"ft-{i}",
+                "model": f"model-{i}",
+                "status": f"S{i}",
+                "training_type": f"t{i}",
+                "hyper_parameters": {"n_epochs": i + 1},
+            },
+            UTC8,
+        )
+        # Right after a table starts afresh as well as before.
+        assert (job.model, job.status, job.training_type, job.n_epochs) == (
+            f"model-{i}",
+            f"S{i}",
+            f"t{i}",
+            float(i + 1),
+        )
+    tables = (model._shared_names, model._shared_statuses, model._shared_types)
+    assert all(0 < len(table) <= model.SHARED_VALUES for table in tables)
+    assert 0 < len(model._shared_epochs) <= model.SHARED_VALUES
+    longest = "m" * model.SHARED_MAX_CHARS
+    assert parse_job({"job_id": "ft-long", "model": " " + longest}, UTC8).model == longest
+    assert " " + longest not in model._shared_names  # kept out: a table is bounded in bytes
+    assert parse_job({"job_id": "ft-long", "model": longest}, UTC8).model == longest
+    assert longest in model._shared_names
+
+
+def test_epochs_shared_within_bounds_and_the_same_beyond_them() -> None:
+    def epochs(n: object) -> float | None:
+        return parse_job({"job_id": "e", "hyper_parameters": {"n_epochs": n}}, UTC8).n_epochs
+
+    three = [epochs(n) for n in (3, 3, "3", "3")]
+    assert three == [3.0] * 4
+    assert three[0] is three[1] and three[2] is three[3]
+    assert epochs(10**9) == 1e9 and 10**9 in model._shared_epochs
+    assert epochs(10**9 + 1) is None and 10**9 + 1 not in model._shared_epochs
+    assert epochs(-(10**9)) is None and -(10**9) in model._shared_epochs
+    longest = "0" * (model.SHARED_MAX_CHARS - 1) + "2"
+    assert epochs(longest) == 2.0 and longest in model._shared_epochs
+    assert epochs(" " + longest) == 2.0 and " " + longest not in model._shared_epochs
+    assert epochs(3) == 3.0  # still shared after all that
+
+
+def test_any_mapping_is_a_job_and_any_mapping_holds_its_epochs() -> None:
+    """JSON gives dicts, but parse_job takes any Mapping; the fast paths must not narrow it."""
+    job = parse_job(MappingProxyType({**VENDOR_EXAMPLE}), UTC8)
+    assert job == parse_job(VENDOR_EXAMPLE, UTC8)
+    hyper = MappingProxyType({"n_epochs": 4})
+    assert parse_job({"job_id": "m", "hyper_parameters": hyper}, UTC8).n_epochs == 4.0
+
+
+def test_jobs_built_by_parse_job_are_jobs_like_any_other() -> None:
+    """parse_job sets a Job's slots directly: the same object Job(...) makes, still frozen."""
+    job = parse_job(VENDOR_EXAMPLE, UTC8)
+    values = {f.name: getattr(job, f.name) for f in fields(Job)}
+    assert job == Job(**values)
+    assert hash(job) == hash(Job(**values))
+    assert repr(job) == repr(Job(**values))
+    assert not hasattr(Job, "__post_init__")
+    with pytest.raises(FrozenInstanceError):
+        job.status = "FAILED"  # type: ignore[misc]
+    assert model._new_job(*values.values()) == job

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
+from datetime import UTC, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import reference_model
 from conftest import UTC8
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ft_exporter.client import ApiError, Page, classify_response, decode_page
-from ft_exporter.model import JobParseError, parse_job
+from ft_exporter.model import Job, JobParseError, parse_job
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
@@ -95,3 +99,94 @@ def test_any_error_answer_is_classified(status: int, body: bytes) -> None:
     assert err.http_status == str(status)
     assert 0 < len(err.code) <= 64
     assert all(ch.isalnum() or ch in "._-" for ch in err.code)
+
+
+# --- parse_job gives what it gave before it was made cheap (tests/reference_model.py) ---
+
+#: Values a job's fields take in the wild and near it: equal after cleaning but not
+#: before, different by a case, a space, a look-alike or a type; in one field or another.
+plausible = st.sampled_from(
+    [
+        "qwen3-8b",
+        "qwen3-8B",
+        " qwen3-8b",
+        "qwen3-8b\n",
+        "qwen3\u20118b",
+        "qwen3-8b\u200b",
+        "qwen3-8b\x00",
+        "qwen3-8b\udc80",
+        "SUCCEEDED",
+        "succeeded",
+        "SUCCEED",
+        "cancelled",
+        "Running",
+        "\u00df",
+        "sft",
+        "SFT",
+        "efficient_sft",
+        "\u0130",
+        "ft-1",
+        "ft-2",
+        "ft-1 ",
+        ".",
+        "..",
+        "",
+        " ",
+        "x" * 256,
+        "x" * 257,
+        "2024-10-29 16:53:53",
+        "2024-10-29T16:53:53.5",
+        "2024-02-30 00:00:00",
+        "2024-10-29 16:53:5\u0663",
+        "1730192033",
+        "3",
+        "3.0",
+        "nan",
+        1,
+        3,
+        0,
+        -1,
+        3.0,
+        1.5,
+        True,
+        False,
+        None,
+        10**10,
+        1730192033000,
+    ]
+)
+epochs_like = st.fixed_dictionaries({"n_epochs": plausible | json_values}) | json_values
+rich_job = st.fixed_dictionaries(
+    {},
+    optional={
+        "job_id": plausible,
+        "job_name": plausible,
+        "status": plausible,
+        "model": plausible,
+        "base_model": plausible,
+        "training_type": plausible,
+        "finetuned_output": plausible,
+        "create_time": plausible | json_values,
+        "end_time": plausible,
+        "usage": plausible,
+        "hyper_parameters": epochs_like,
+    },
+)
+zones = st.sampled_from([UTC8, UTC, ZoneInfo("America/New_York")])
+
+
+def exactly(parse: Any, raw: Any, tz: tzinfo) -> tuple[tuple[str, str], ...]:
+    """Every field's type and repr (so 3 is not 3.0, nor -0.0 0.0), or the error."""
+    try:
+        job: Job = parse(raw, tz)
+    except JobParseError as exc:
+        return (("JobParseError", str(exc)),)
+    return tuple((type(v).__name__, repr(v)) for v in (getattr(job, f.name) for f in fields(job)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(rich_job | job_like | json_values, min_size=1, max_size=8), zones)
+def test_any_jobs_parse_exactly_as_before(raws: list[Any], tz: tzinfo) -> None:
+    """One after another, as in a sweep: what one job leaves shared changes no other."""
+    for raw in raws:
+        assert exactly(parse_job, raw, tz) == exactly(reference_model.parse_job, raw, tz)
