@@ -10,13 +10,17 @@ import fixtures as fx
 import pytest
 from conftest import samples, value
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 from ft_exporter.collector import (
     CollectorSettings,
     FineTuneCollector,
+    Part,
     QuotaRule,
     StateUnit,
     checked_job,
+    merge,
     select_aggregate_series,
     select_job_series,
     single,
@@ -769,3 +773,97 @@ def test_cost_is_computed_once_per_snapshot_and_price_table(
     units.clear()
     render_collector(collector)
     assert collector._cost_cached == {}
+
+
+def test_an_unpriced_model_is_logged_once_over_new_snapshots_and_accounts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    prices = Prices("CNY", {}, None)
+    states = {
+        "sg": state_of(job(1, "SUCCEEDED", model="a", usage=10)),
+        "bj": state_of(job(2, "SUCCEEDED", model="b", usage=10)),
+    }
+    units = [
+        StateUnit(CollectorSettings(account=name), lambda name=name: states[name])  # type: ignore[misc]
+        for name in states
+    ]
+    collector = collect_units(units, prices)
+    with caplog.at_level(logging.WARNING, "ft_exporter.collector"):
+        for n in range(3, 6):  # each sweep a new snapshot, the same models without a price
+            render_collector(collector)
+            states["sg"] = state_of(job(n, "SUCCEEDED", model="a", usage=10))
+            states["bj"] = state_of(job(n, "SUCCEEDED", model="b", usage=10))
+    assert [r.getMessage() for r in caplog.records] == [
+        "account sg: model a has no price and prices has no default: no cost for it",
+        "account bj: model b has no price and prices has no default: no cost for it",
+    ]
+
+
+def test_parts_are_the_same_objects_while_the_state_stays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The renderer caches each part's text under its identity: a part rebuilt for an
+    unchanged state would be rendered again on every scrape."""
+    prices = Prices("CNY", {}, 1.0)
+    states = {"sg": state_of(job(1, "RUNNING")), "bj": state_of(job(2, "FAILED"))}
+    units = [
+        StateUnit(CollectorSettings(account=name), lambda name=name: states[name])  # type: ignore[misc]
+        for name in states
+    ]
+    collector = collect_units(units, prices)
+    first = collector.parts()
+    second = collector.parts()
+    assert len(first) == len(second) == 6  # jobs, cost and status of each account
+    assert all(a is b for a, b in zip(first, second, strict=True))
+    states["bj"] = dataclasses.replace(states["bj"], up=False)  # a failed sweep
+    third = collector.parts()
+    assert [a is b for a, b in zip(second, third, strict=True)] == [
+        True,
+        True,
+        True,
+        True,
+        True,
+        False,  # bj's status families, and only those, built anew
+    ]
+    up = {s.labels["account"]: s.value for s in third[5].families[1].samples}
+    assert up == {"bj": 0}
+    assert all(a is b for a, b in zip(third, collector.parts(), strict=True))
+
+
+def test_a_part_is_built_from_exactly_its_sources() -> None:
+    one, other = object(), object()
+    single_source = Part((), (one,))
+    assert single_source.built_from(one)
+    assert not single_source.built_from(other)
+    assert not single_source.built_from(one, other)
+    two_sources = Part((), (one, other))
+    assert two_sources.built_from(one, other)
+    assert not two_sources.built_from(one)
+    assert not two_sources.built_from(other, one)
+
+
+def test_merge_keeps_each_familys_name_help_type_and_unit() -> None:
+    def part(account: str, value: float) -> Part:
+        family = GaugeMetricFamily(
+            "x_duration_seconds", "How long.", labels=["account"], unit="seconds"
+        )
+        family.add_metric([account], value)
+        return Part((family,), (object(),))
+
+    merged = merge([part("sg", 1.0), part("bj", 2.0)])
+    assert [(m.name, m.documentation, m.type, m.unit) for m in merged] == [
+        ("x_duration_seconds", "How long.", "gauge", "seconds")
+    ]
+    assert [(s.labels, s.value) for s in merged[0].samples] == [
+        ({"account": "sg"}, 1.0),
+        ({"account": "bj"}, 2.0),
+    ]
+
+    class Merged:
+        def collect(self) -> list[object]:
+            return list(merged)
+
+    registry = CollectorRegistry()
+    registry.register(Merged())  # type: ignore[arg-type]
+    text = bytes(openmetrics_latest(registry)).decode()  # type: ignore[no-untyped-call]
+    assert "# UNIT x_duration_seconds seconds\n" in text
