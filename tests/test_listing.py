@@ -463,6 +463,25 @@ def test_a_fallback_is_logged_once_until_incremental_sweeps_work_again(
     assert said() == [message]
 
 
+@responses.activate
+@pytest.mark.parametrize(
+    ("minutes", "pages", "then"), [(5.5, [1, 2, 1, 2, 3, 4], [1, 2, 3, 4]), (5, [1, 2], [1, 2])]
+)
+def test_the_last_active_job_read_is_checked_against_the_cached_job_below(
+    minutes: float, pages: list[int], then: list[int]
+) -> None:
+    """Job 4, running, ends page 2 once a new job is on top; its create_time changes. Made
+    older than job 5 below it, the list is not newest first at the seam: every page is read
+    now and while it stays so. As old as job 5 is still newest first: page 2 is the end."""
+    api = FakeApi(account(9, active=(4,)), page_size=3)
+    c = client(page_size=3)
+    swept(api, c, [1, 2, 3])
+    api.jobs.insert(0, job(-1))
+    api.jobs[5] = job(4, "RUNNING", create_time=stamp(T0 - 60 * minutes))
+    swept(api, c, pages)
+    swept(api, c, then)
+
+
 # ---- the pure parts ------------------------------------------------------------------
 
 
@@ -722,3 +741,58 @@ def test_a_list_out_of_order_from_the_start_is_explained_once(
     assert said() == [
         (logging.DEBUG, "full sweep of model=*: --poll.full-sweep-interval has passed")
     ]
+
+
+#: Jobs 0 to 8, job 4 running, read three a page below one new job (-1): job 4 ends page 2.
+SEAM_BASE = parsed(0, 1, 2, 3) + parsed(4, status="RUNNING") + parsed(5, 6, 7, 8)
+
+
+def read_to_the_seam(minutes: float) -> IncrementalRead:
+    """Pages 1 and 2 of the list above, job 4 created ``minutes`` before T0 now."""
+    reader = IncrementalRead(Listing(SEAM_BASE, 3.0, last_active=4), 3, UTC8, "model=*")
+    moved = job(4, "RUNNING", create_time=stamp(T0 - 60 * minutes))
+    for page in ([job(-1), job(0), job(1)], [job(2), job(3), moved]):
+        assert reader.next_page() == reader.pages + 1
+        reader.add(page, 10)
+    assert reader.next_page() is None
+    return reader
+
+
+def test_an_incremental_read_checks_the_order_where_the_cached_rest_begins() -> None:
+    reader = read_to_the_seam(5.5)  # older than job 5, the first cached job below
+    assert reader.finish() is None
+    assert reader.fallback == Fallback(
+        ORDER, "ft-00005 is listed below ft-00004 but was created after it"
+    )
+    same_time = read_to_the_seam(5).finish()  # as old as job 5: still newest first
+    assert same_time is not None
+    assert [j.job_id for j in same_time.jobs] == [f"ft-{n:05d}" for n in range(-1, 9)]
+    assert same_time.jobs[5].created == same_time.jobs[6].created == T0 - 300
+    assert all(a is b for a, b in zip(same_time.jobs[6:], SEAM_BASE[5:], strict=True))
+
+
+def test_an_incremental_read_stops_at_the_page_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(listing, "HARD_PAGE_CAP", 1)
+    running = Listing(parsed(1, 2, 3, status="RUNNING"), 3.0, last_active=2)
+    reader = IncrementalRead(running, 2, UTC8, "model=m")
+    assert reader.next_page() == 1
+    reader.add([job(1, "RUNNING"), job(2, "RUNNING")], 3)
+    with pytest.raises(listing.Rejected) as info:
+        reader.next_page()
+    assert str(info.value) == "page cap of 1 pages hit before the list ended (model=m, 2 jobs seen)"
+
+
+def test_a_full_read_counts_malformed_entries_towards_the_total() -> None:
+    """Four entries, one malformed, make the announced total: no third page is asked for."""
+    result = read_full([[job(1), {"job_id": None}], [job(2), job(3)]], 4).finish()
+    assert (len(result.jobs), result.malformed) == (3, 1)
+
+
+def test_the_cache_of_each_filter_and_an_interval_under_a_second() -> None:
+    cache = ListingCache(0.5)  # allowed: incremental reads for half a second
+    cache.store("m", Listing(parsed(1, 2), full_at=100.0))
+    assert [cache.due("m", t) for t in (100.0, 100.4, 100.5)] == [False, False, True]
+    assert cache.first_time("m", ORDER) is True
+    assert cache.first_time("m", ORDER) is False
+    cache.worked("m")  # that filter's incremental read worked: its next fallback is news
+    assert cache.first_time("m", ORDER) is True
