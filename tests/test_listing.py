@@ -507,6 +507,24 @@ def test_each_model_filter_says_once_per_reason_why_it_reads_every_page(
 
 
 @responses.activate
+def test_each_model_filter_says_why_its_full_sweep_blocks_the_next_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ft_exporter.client")
+    api = FakeApi([])
+    api.lists = {m: [job(n, model=m) for n in range(5)] for m in ("m1", "m2")}
+    api.total_error = None
+    c = client()
+    assert isinstance(api.sweep(c, ("m1", "m2")), Snapshot)
+    assert api.pages == [1, 1]
+    assert [r.getMessage() for r in caplog.records if r.name == "ft_exporter.client"] == [
+        f"reading every page of the job list (model={m}), not only what changed: "
+        "the API sent no total"
+        for m in ("m1", "m2")
+    ]
+
+
+@responses.activate
 def test_a_filter_whose_interval_passed_is_read_in_full_keeping_its_jobs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
