@@ -790,3 +790,37 @@ def test_a_log_pages_request_id_loses_the_key() -> None:
     page = decode_log_page(json.dumps(body).encode(), 200, Secret(KEY))
     assert KEY not in page.request_id
     assert page.request_id.startswith("r-")
+
+
+@responses.activate
+@pytest.mark.parametrize(("sweep_timeout", "calls"), [(1.9, 1), (2.0, 5)])
+def test_a_full_sweep_that_cannot_fit_its_deadline_fails_after_page_one(
+    sweep_timeout: float, calls: int
+) -> None:
+    """9 jobs at 2 a page are 5 requests: the 4 after the first take 2 s at 2 a second."""
+    for n in range(1, 6):
+        add_page(page([job(2 * n - 1), job(2 * n)][: 1 if n == 5 else 2], 9, n), n)
+    clock = Clock()
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        clock.now += seconds
+        return False
+
+    client = make_client(
+        max_requests_per_second=2, sweep_timeout=sweep_timeout, monotonic=clock, wait=wait
+    )
+    if calls == 5:
+        assert len(client.sweep().jobs) == 9
+        assert waits == [0.5] * 4
+    else:
+        with pytest.raises(ApiError) as caught:
+            client.sweep()
+        assert str(caught.value) == (
+            "SweepTimeout: a full sweep of 9 jobs needs 5 requests at "
+            "--dashscope.page-size=2, about 2s at --dashscope.max-requests-per-second=2: "
+            "more than --poll.sweep-timeout=1.9s allows; raise the timeout or the rate "
+            "(poll_sweep_timeout, max_requests_per_second in a config file)"
+        )
+    assert len(responses.calls) == calls

@@ -482,6 +482,102 @@ def test_the_last_active_job_read_is_checked_against_the_cached_job_below(
     swept(api, c, then)
 
 
+@responses.activate
+def test_each_model_filter_says_once_per_reason_why_it_reads_every_page(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fallback only the incremental read sees is logged, per filter and per reason, and
+    again once that filter's incremental sweeps have worked."""
+    caplog.set_level(logging.INFO, logger="ft_exporter.client")
+    api = FakeApi([])
+    api.lists = {m: [job(n, model=m) for n in range(5)] for m in ("m1", "m2")}
+    c = client()
+    models = ("m1", "m2")
+
+    def said() -> list[str]:
+        out = [r.getMessage() for r in caplog.records if r.name == "ft_exporter.client"]
+        caplog.clear()
+        return out
+
+    def why(model: str, detail: str) -> str:
+        return (
+            f"reading every page of the job list (model={model}), not only what changed: " + detail
+        )
+
+    swept(api, c, [1, 1], models)
+    assert said() == []
+    for status in ("FAILED", "CANCELED"):
+        old = api.lists["m1"][2]["status"]
+        for m in models:
+            api.lists[m][2] = job(2, status, model=m)
+        swept(api, c, [1, 1, 1, 1], models)
+        detail = f"ft-00002 changed although it had ended ({old})"
+        assert said() == [why("m1", detail), why("m2", detail)]
+        swept(api, c, [1, 1], models)  # incremental sweeps work: the next fallback is news
+        assert said() == []
+    api.lists["m1"][2] = job(2, "FAILED", model="m1")
+    swept(api, c, [1, 1, 1], models)
+    assert said() == [why("m1", "ft-00002 changed although it had ended (CANCELED)")]
+    # Another reason before any incremental sweep worked: news too.
+    del api.lists["m1"][1]
+    swept(api, c, [1, 1, 1], models)
+    missing = "ft-00002 is listed where ft-00001 was: a known job is missing or moved"
+    assert said() == [why("m1", missing)]
+
+
+@responses.activate
+def test_each_model_filter_says_why_its_full_sweep_blocks_the_next_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ft_exporter.client")
+    api = FakeApi([])
+    api.lists = {m: [job(n, model=m) for n in range(5)] for m in ("m1", "m2")}
+    api.total_error = None
+    c = client()
+    assert isinstance(api.sweep(c, ("m1", "m2")), Snapshot)
+    assert api.pages == [1, 1]
+    assert [r.getMessage() for r in caplog.records if r.name == "ft_exporter.client"] == [
+        f"reading every page of the job list (model={m}), not only what changed: "
+        "the API sent no total"
+        for m in ("m1", "m2")
+    ]
+
+
+@responses.activate
+def test_a_filter_whose_interval_passed_is_read_in_full_keeping_its_jobs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="ft_exporter.client")
+    clock = Clock()
+    api = FakeApi([])
+    api.lists = {"m1": [job(n, model="m1") for n in range(15)]}
+    c = client(clock=clock)
+    first = swept(api, c, [1, 2], ("m1",))
+    clock.now += 600
+    caplog.clear()
+    again = swept(api, c, [1, 2], ("m1",))
+    assert [r.getMessage() for r in caplog.records if r.name == "ft_exporter.client"] == [
+        "full sweep of model=m1: --poll.full-sweep-interval has passed"
+    ]
+    # The full sweep kept the object of every job that had not changed.
+    assert isinstance(first, Snapshot) and isinstance(again, Snapshot)
+    assert all(a is b for a, b in zip(first.jobs, again.jobs, strict=True))
+
+
+@responses.activate
+def test_the_page_cap_bounds_an_incremental_read_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(listing, "HARD_PAGE_CAP", 3)
+    api = FakeApi(account(3, active=(0, 1, 2)), page_size=1)
+    c = client(page_size=1)
+    swept(api, c, [1, 2, 3])
+    api.jobs.insert(0, job(-1, "RUNNING"))
+    assert api.sweep(c) == (
+        "InvalidResponse HTTP 200: page cap of 3 pages hit before the list ended "
+        "(model=*, 3 jobs seen) request_id=rid-3"
+    )
+    assert api.pages == [1, 2, 3]
+
+
 # ---- the pure parts ------------------------------------------------------------------
 
 
