@@ -37,15 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from conftest import Exporter, Simulator, samples  # noqa: E402
 from load import scrape  # noqa: E402
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (all its threads), from /proc/PID/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+from scrape import cpu_seconds  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:

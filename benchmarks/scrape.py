@@ -103,16 +103,19 @@ class Scrapes:
 def cpu_seconds(pid: int) -> float:
     """CPU time of ``pid``: its threads' run time in nanoseconds (/proc/PID/task/*/schedstat),
     where the kernel keeps it; else utime + stime in clock ticks (/proc/PID/stat), too
-    coarse for a scrape of a tenth of a millisecond. A thread that ended is not counted."""
-    try:
+    coarse for a scrape of a tenth of a millisecond. A thread that ended is not counted,
+    also one that ends between the listing of the threads and the read of its figure."""
+    if Path(f"/proc/{pid}/task/{pid}/schedstat").exists():
         total = 0
         for task in Path(f"/proc/{pid}/task").iterdir():
-            total += int((task / "schedstat").read_text().split()[0])
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                continue  # the thread ended between the listing and the read
         return total / 1e9
-    except (OSError, ValueError, IndexError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 # -- the client: raw HTTP/1.1 over keep-alive connections ------------------------------

@@ -108,22 +108,6 @@ COLUMNS = (
 )
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid``'s live threads, to the nanosecond (``/proc/PID/task/*/schedstat``).
-
-    ``/proc/PID/stat`` counts in 10 ms ticks, too coarse for a scrape of the static server
-    or a sweep of 1,000 jobs; a thread that ended in the window would be missed here, and
-    the exporter's threads (poller, tailer, HTTP loop) live as long as it does.
-    """
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue  # the thread ended between the listing and the read
-    return total / 1e9
-
-
 class SdkUnavailable(RuntimeError):
     """The SDK's venv could not be made or ``dashscope`` not installed into it."""
 
@@ -321,7 +305,7 @@ def run_exporter(
 
     # CPU from the first list request on: the interpreter's start-up is no per-job cost.
     wait("the first list request", lambda: list_requests() >= 1, 60, 0.005, exporter)
-    cpu_start = cpu_seconds(pid)
+    cpu_start = scrape.cpu_seconds(pid)
     port = listening_port(exporter, what="exporter")
     url = f"http://127.0.0.1:{port}"
     estimate = full_sweep_estimate(jobs)
@@ -340,7 +324,7 @@ def run_exporter(
     wait("the first sweep's last page", near_the_end, estimate * 3 + 60, 0.05, exporter)
     wait("/-/ready", lambda: http_get(url + "/-/ready")[0] == 200, 120, 0.005, exporter)
     figures.ready_seconds = time.monotonic() - began
-    cpu_end = cpu_seconds(pid)
+    cpu_end = scrape.cpu_seconds(pid)
     figures.cpu_us_per_job = (cpu_end - cpu_start) / jobs * 1e6
 
     sweeps = Sweeps(sim_url, url)
